@@ -1,0 +1,39 @@
+"""embeddings-jax: token and position embeddings for JAX and Flax.
+
+The functional API lives here; Flax modules are in :mod:`embeddings_jax.linen` and
+:mod:`embeddings_jax.nnx`.
+"""
+
+from embeddings_jax._src.compose import embed_and_add
+from embeddings_jax._src.compose import layer_norm
+from embeddings_jax._src.lookup import ONE_HOT_MAX_VOCAB_TPU
+from embeddings_jax._src.lookup import OUT_OF_RANGE_POLICIES
+from embeddings_jax._src.lookup import attend
+from embeddings_jax._src.lookup import embed
+from embeddings_jax._src.positions import positions
+from embeddings_jax._src.positions import positions_from_mask
+from embeddings_jax._src.positions import positions_from_offset
+from embeddings_jax._src.positions import positions_from_segments
+from embeddings_jax._src.sinusoidal import CONVENTIONS
+from embeddings_jax._src.sinusoidal import SinusoidalConvention
+from embeddings_jax._src.sinusoidal import sinusoidal
+from embeddings_jax._src.sinusoidal import sinusoidal_table
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "CONVENTIONS",
+    "ONE_HOT_MAX_VOCAB_TPU",
+    "OUT_OF_RANGE_POLICIES",
+    "SinusoidalConvention",
+    "attend",
+    "embed",
+    "embed_and_add",
+    "layer_norm",
+    "positions",
+    "positions_from_mask",
+    "positions_from_offset",
+    "positions_from_segments",
+    "sinusoidal",
+    "sinusoidal_table",
+)

@@ -1,0 +1,213 @@
+"""Token + position embedding (+ scale, + LayerNorm) in one function."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from embeddings_jax._src import checks
+from embeddings_jax._src.lookup import OUT_OF_RANGE_POLICIES, lookup_rows, resolve_method
+from embeddings_jax._src.positions import positions_from_offset, positions_from_segments
+from embeddings_jax._src.sinusoidal import SinusoidalConvention, get_convention, sinusoidal
+from embeddings_jax._src.typing import Array, ArrayLike, Dtype, Float, Int
+
+__all__ = ["embed_and_add", "layer_norm"]
+
+
+def layer_norm(x: Float[Array, "*shape features"], scale, bias, eps: float = 1e-6):
+    r"""LayerNorm over the last axis with float32 statistics.
+
+    .. math:: y = \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} \gamma + \beta
+
+    ``x`` is normalised in float32 (or wider) and returned in float32/wider; callers cast.
+    """
+    xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    mean = jnp.mean(xf, axis=-1, keepdims=True)
+    centered = xf - mean
+    var = jnp.mean(centered * centered, axis=-1, keepdims=True)
+    y = centered * lax.rsqrt(var + jnp.asarray(eps, xf.dtype))
+    if scale is not None:
+        y = y * scale.astype(xf.dtype)
+    if bias is not None:
+        y = y + bias.astype(xf.dtype)
+    return y
+
+
+def _static_offset(offset) -> int | None:
+    if isinstance(offset, (int, np.integer)) and not isinstance(offset, bool):
+        return int(offset)
+    return None
+
+
+def embed_and_add(
+    token_table: Float[Array, "vocab features"],
+    ids: Int[Array, "*batch seq"],
+    position: Float[Array, "max_len features"] | str | SinusoidalConvention | None,
+    *,
+    positions: Int[ArrayLike, "*batch seq"] | None = None,
+    offset: int | Int[ArrayLike, "batch"] = 0,
+    segment_ids: Int[ArrayLike, "*batch seq"] | None = None,
+    scale: float | None = None,
+    norm: tuple[Float[Array, "features"], Float[Array, "features"]] | None = None,
+    norm_eps: float = 1e-6,
+    out_of_range: str = "error",
+    method: str = "auto",
+    dtype: Dtype | None = None,
+) -> Float[Array, "*batch seq features"]:
+    r"""Token embedding plus position encoding, optionally scaled and layer-normalised.
+
+    .. math::
+
+      X_{b,t} = \mathrm{norm}\left(s \cdot E[\mathrm{ids}_{b,t}] + P[\mathrm{pos}_{b,t}]\right)
+
+    where ``P`` is a learned/precomputed table or a sinusoid computed exactly on the fly,
+    and ``pos`` defaults to ``arange(seq) + offset`` (per row when ``offset`` is an
+    array) or restarts at 0 in each segment when ``segment_ids`` is given (packing).
+    The sum (and LayerNorm) are computed in float32 and cast once to ``dtype``.
+
+    Ids and positions out of range follow ``out_of_range`` (see :func:`embed`).
+    A static overflow (``seq + offset > max_len`` with a Python-int ``offset``) is a
+    ``ValueError`` at trace time.
+
+    Args:
+      token_table: ``[vocab, features]``.
+      ids: integer ``[..., seq]`` token ids (at least 1-D).
+      position: ``[max_len, features]`` table, a sinusoid convention name
+        (``"vaswani"``, ``"tensor2tensor"``) or :class:`SinusoidalConvention`, or
+        ``None``/``"none"`` for no position term.
+      positions: explicit integer positions broadcastable to ``ids.shape``.
+      offset: int or ``[batch]`` int array added to the default positions.
+      segment_ids: ``[..., seq]`` packing ids; positions restart at 0 per segment.
+      scale: multiplier of the token rows (e.g. ``sqrt(features)``), or ``None``.
+      norm: ``(gamma, beta)`` each ``[features]`` to apply LayerNorm after the add.
+      norm_eps: LayerNorm epsilon.
+      out_of_range: policy for ids and positions, as in :func:`embed`.
+      method: lookup method, as in :func:`embed`.
+      dtype: output dtype; default ``token_table.dtype``.
+
+    Returns:
+      ``ids.shape + (features,)`` array of ``dtype``.
+
+    Raises:
+      TypeError: non-integer ids/positions, non-floating tables.
+      ValueError: width mismatch, ``seq + offset > max_len``, shape mismatches, unknown
+        convention/policy/method, concrete out-of-range ids under ``"error"``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import embeddings_jax as ej
+      >>> tok = jnp.ones((10, 4))
+      >>> x = ej.embed_and_add(tok, jnp.array([[1, 2, 3]]), "vaswani", scale=2.0)
+      >>> x.shape
+      (1, 3, 4)
+      >>> x[0, 0]
+      Array([2., 3., 2., 3.], dtype=float32)
+
+    References:
+      Vaswani et al. 2017 (section 3.4: token embeddings scaled by sqrt(d_model));
+      Devlin et al. 2019 (BERT: learned positions, LayerNorm after the sum).
+    """
+    fn = "embed_and_add"
+    checks.check_floating(fn, "token_table", token_table)
+    checks.check_ndim(fn, "token_table", token_table, 2, axes="vocab, features")
+    ids = checks.as_int_array(fn, "ids", ids)
+    checks.check_ndim(fn, "ids", ids, min_ndim=1, axes="..., seq")
+    checks.check_choice(fn, "out_of_range", out_of_range, OUT_OF_RANGE_POLICIES)
+    m = resolve_method(method, token_table.shape[0], fn)
+    d = token_table.shape[1]
+    seq = ids.shape[-1]
+    out_dtype = (
+        jnp.dtype(token_table.dtype) if dtype is None else checks.check_float_dtype(fn, "dtype", dtype)
+    )
+
+    table = None
+    conv = None
+    if position is None or (isinstance(position, str) and position == "none"):
+        pass
+    elif isinstance(position, (str, SinusoidalConvention)):
+        conv = get_convention(position, fn)
+    elif hasattr(position, "shape"):
+        checks.check_floating(fn, "position", position)
+        checks.check_ndim(fn, "position", position, 2, axes="max_len, features")
+        if position.shape[1] != d:
+            raise ValueError(
+                f"{fn}: `position` table must have features={d} (the token_table width), "
+                f"got shape {tuple(position.shape)}"
+            )
+        table = jnp.asarray(position)
+    else:
+        raise ValueError(
+            f"{fn}: `position` must be a [max_len, features] table, a sinusoid convention "
+            f"('vaswani', 'tensor2tensor', SinusoidalConvention) or None, got {position!r}"
+        )
+
+    # Position ids.
+    pos = None
+    if table is not None or conv is not None:
+        if positions is not None:
+            pos = checks.as_int_array(fn, "positions", positions)
+            try:
+                pos = jnp.broadcast_to(pos, ids.shape)
+            except ValueError:
+                raise ValueError(
+                    f"{fn}: `positions` must broadcast to ids.shape {tuple(ids.shape)}, got "
+                    f"shape {tuple(pos.shape)}"
+                ) from None
+        elif segment_ids is not None:
+            seg = checks.as_int_array(fn, "segment_ids", segment_ids)
+            if seg.shape != ids.shape:
+                raise ValueError(
+                    f"{fn}: `segment_ids` must have ids.shape {tuple(ids.shape)}, got shape "
+                    f"{tuple(seg.shape)}"
+                )
+            pos = positions_from_segments(seg)
+            static = _static_offset(offset)
+            if static is None or static != 0:
+                off = jnp.asarray(offset, jnp.int32)
+                pos = pos + (off[:, None] if off.ndim == 1 else off)
+        else:
+            static = _static_offset(offset)
+            if table is not None and static is not None and seq + static > table.shape[0]:
+                raise ValueError(
+                    f"{fn}: sequence length {seq} + offset {static} must be <= max_len "
+                    f"{table.shape[0]} (the position table length), got {seq + static}"
+                )
+            lead = ids.shape[:-1]
+            if static is None:
+                off = checks.as_int_array(fn, "offset", offset)
+                if off.ndim == 1 and (len(lead) != 1 or off.shape[0] != lead[0]):
+                    raise ValueError(
+                        f"{fn}: a per-row `offset` must have shape [batch] with batch = "
+                        f"ids.shape[0] for 2-D ids {tuple(ids.shape)}, got shape {tuple(off.shape)}"
+                    )
+                pos = positions_from_offset((lead[0], seq) if off.ndim == 1 else (seq,), off)
+            else:
+                pos = positions_from_offset((seq,), static)
+            pos = jnp.broadcast_to(pos, ids.shape)
+
+    tok = lookup_rows(
+        fn, "ids", jnp.asarray(token_table), ids, out_of_range=out_of_range, method=m,
+        what="the vocabulary size",
+    )
+    x = tok.astype(jnp.promote_types(tok.dtype, jnp.float32))
+    if scale is not None:
+        x = x * jnp.asarray(scale, x.dtype)
+    if table is not None:
+        p = lookup_rows(
+            fn, "positions", table, pos, out_of_range=out_of_range,
+            method=resolve_method(method, table.shape[0], fn), what="the position table length",
+        )
+        x = x + p.astype(x.dtype)
+    elif conv is not None:
+        x = x + sinusoidal(pos, d, convention=conv, dtype=x.dtype)
+    if norm is not None:
+        if not (isinstance(norm, (tuple, list)) and len(norm) == 2):
+            raise ValueError(f"{fn}: `norm` must be a (scale, bias) pair or None, got {norm!r}")
+        for name, v in zip(("norm[0]", "norm[1]"), norm):
+            if v is not None and tuple(np.shape(v)) != (d,):
+                raise ValueError(
+                    f"{fn}: `{name}` must have shape ({d},) (features), got {tuple(np.shape(v))}"
+                )
+        x = layer_norm(x, norm[0], norm[1], checks.static_float(fn, "norm_eps", norm_eps))
+    return x.astype(out_dtype)

@@ -1,0 +1,219 @@
+"""Row lookups with an explicit out-of-range policy, and tied output logits."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.experimental import checkify
+
+from embeddings_jax._src import checks
+from embeddings_jax._src.typing import Array, Dtype, Float, Int
+
+__all__ = ["ONE_HOT_MAX_VOCAB_TPU", "OUT_OF_RANGE_POLICIES", "attend", "embed", "resolve_method"]
+
+OUT_OF_RANGE_POLICIES = ("error", "clip", "zero", "nan")
+METHODS = ("auto", "gather", "one_hot")
+# On TPU a one-hot matmul beats a gather for small vocabularies (the MXU does the
+# work; Flaxformer and Praxis default to it). This threshold is the one those
+# codebases use in practice; it is NOT measured by this project (no TPU here).
+ONE_HOT_MAX_VOCAB_TPU = 4096
+
+
+def resolve_method(method: str, vocab: int, fn: str = "embed") -> str:
+    """``"auto"`` -> ``"one_hot"`` on TPU for ``vocab <= ONE_HOT_MAX_VOCAB_TPU``, else ``"gather"``."""
+    checks.check_choice(fn, "method", method, METHODS)
+    if method != "auto":
+        return method
+    if jax.default_backend() == "tpu" and vocab <= ONE_HOT_MAX_VOCAB_TPU:
+        return "one_hot"
+    return "gather"
+
+
+def check_ids_on_host(fn: str, name: str, ids, size: int, what: str) -> None:
+    """For concrete ``ids``, raise ``ValueError`` naming the first id outside ``[0, size)``."""
+    a = np.asarray(ids)
+    if a.size == 0:
+        return
+    bad = (a < 0) | (a >= size)
+    if bad.any():
+        where = np.unravel_index(int(np.argmax(bad.reshape(-1))), a.shape)
+        idx = tuple(int(i) for i in where)
+        raise ValueError(
+            f"{fn}: `{name}` must be in [0, {size}) ({what}), got {name}[{idx}] = {int(a[where])} "
+            f"({int(bad.sum())} out of range); pass out_of_range='clip', 'zero' or 'nan' "
+            f"to handle them"
+        )
+
+
+def lookup_rows(
+    fn: str,
+    name: str,
+    table: Array,
+    ids: Array,
+    *,
+    out_of_range: str,
+    method: str,
+    what: str,
+) -> Array:
+    """Shared lookup behind :func:`embed` and the position path of ``embed_and_add``.
+
+    Semantics (identical for ``gather`` and ``one_hot``, forward and backward):
+    ``clip`` reads and differentiates row ``clip(id, 0, V-1)``; ``zero`` gives a zero
+    row and no gradient; ``nan`` gives a NaN row and no gradient; ``error`` raises for
+    concrete ids and, when traced, reports through ``checkify`` and behaves as ``nan``.
+    """
+    size = table.shape[0]
+    if out_of_range == "error":
+        if not checks.is_traced(ids):
+            check_ids_on_host(fn, name, ids, size, what)
+    valid = (ids >= 0) & (ids < size)
+    if out_of_range == "error" and checks.is_traced(ids):
+        checkify.debug_check(
+            jnp.all(valid),
+            f"{fn}: `{name}` out of range [0, {size}) ({what}): first bad value {{}}",
+            jnp.where(valid, 0, ids).reshape(-1)[jnp.argmin(valid.reshape(-1))]
+            if ids.size
+            else jnp.int32(0),
+        )
+    idx = jnp.clip(ids, 0, size - 1).astype(jnp.int32) if size else jnp.zeros_like(ids)
+    if method == "one_hot":
+        hot = jax.nn.one_hot(idx, size, dtype=table.dtype)
+        rows = lax.dot_general(
+            hot,
+            table,
+            (((hot.ndim - 1,), (0,)), ((), ())),
+            precision=lax.Precision.HIGHEST,
+            preferred_element_type=table.dtype,
+        )
+    else:
+        rows = jnp.take(table, idx, axis=0, mode="clip")
+    if out_of_range == "clip":
+        return rows
+    fill = 0.0 if out_of_range == "zero" else jnp.nan
+    return jnp.where(valid[..., None], rows, jnp.asarray(fill, table.dtype))
+
+
+def embed(
+    table: Float[Array, "vocab features"],
+    ids: Int[Array, "*shape"],
+    *,
+    out_of_range: str = "error",
+    method: str = "auto",
+    dtype: Dtype | None = None,
+) -> Float[Array, "*shape features"]:
+    r"""Look up rows of an embedding table: :math:`Y[\ldots, :] = E[\mathrm{ids}[\ldots], :]`.
+
+    Ids outside ``[0, vocab)`` (negative ids included: there is no Python-style wrap)
+    follow ``out_of_range``, the same way in both methods and in the gradient:
+
+    ========= ============================================= ==========================
+    policy    forward row                                   gradient to the table
+    ========= ============================================= ==========================
+    error     raises ``ValueError`` for concrete ids;       none (NaN rows)
+              under ``jit`` reports via ``checkify`` and
+              returns NaN rows so a loss shows it
+    clip      row ``clip(id, 0, vocab - 1)``                to that same row
+    zero      zeros                                         none
+    nan       NaN                                           none
+    ========= ============================================= ==========================
+
+    To turn the traced ``error`` report into an exception, wrap the jitted caller:
+    ``err, y = checkify.checkify(jax.jit(f))(...); err.throw()``.
+
+    Only the looked-up rows are cast to ``dtype``; the table itself never is.
+
+    Args:
+      table: ``[vocab, features]`` floating array.
+      ids: integer array of any shape.
+      out_of_range: ``"error"`` (default), ``"clip"``, ``"zero"`` or ``"nan"``.
+      method: ``"gather"``, ``"one_hot"`` (a one-hot matmul, exact at HIGHEST
+        precision) or ``"auto"`` (one-hot on TPU for ``vocab <= 4096``, else gather).
+      dtype: output dtype; default ``table.dtype``.
+
+    Returns:
+      ``ids.shape + (features,)`` array.
+
+    Raises:
+      TypeError: non-integer ``ids`` or non-floating ``table``/``dtype``.
+      ValueError: ``table`` not 2-D; unknown policy or method; concrete out-of-range
+        ids under ``"error"``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import embeddings_jax as ej
+      >>> table = jnp.arange(6.0).reshape(3, 2)
+      >>> ej.embed(table, jnp.array([2, 0]))
+      Array([[4., 5.],
+             [0., 1.]], dtype=float32)
+      >>> ej.embed(table, jnp.array([3, -1]), out_of_range="zero")
+      Array([[0., 0.],
+             [0., 0.]], dtype=float32)
+
+    References:
+      ``flax.linen.Embed``; ``torch.nn.Embedding`` (raises on bad ids);
+      ``jax.experimental.checkify``.
+    """
+    fn = "embed"
+    checks.check_floating(fn, "table", table)
+    checks.check_ndim(fn, "table", table, 2, axes="vocab, features")
+    ids = checks.as_int_array(fn, "ids", ids)
+    checks.check_choice(fn, "out_of_range", out_of_range, OUT_OF_RANGE_POLICIES)
+    m = resolve_method(method, table.shape[0], fn)
+    out_dtype = table.dtype if dtype is None else checks.check_float_dtype(fn, "dtype", dtype)
+    table = jnp.asarray(table)
+    rows = lookup_rows(
+        fn, "ids", table, ids, out_of_range=out_of_range, method=m, what="the vocabulary size"
+    )
+    return rows if rows.dtype == out_dtype else rows.astype(out_dtype)
+
+
+def attend(
+    table: Float[Array, "vocab features"],
+    x: Float[Array, "*shape features"],
+    *,
+    dtype: Dtype | None = None,
+    precision: lax.PrecisionLike = None,
+) -> Float[Array, "*shape vocab"]:
+    r"""Tied output logits: :math:`\mathrm{logits} = x E^\top`.
+
+    Args:
+      table: ``[vocab, features]`` embedding table.
+      x: ``[..., features]`` hidden states.
+      dtype: compute/output dtype; default: the promotion of ``x`` and ``table``.
+      precision: passed to ``lax.dot_general``.
+
+    Returns:
+      ``x.shape[:-1] + (vocab,)`` logits.
+
+    Raises:
+      TypeError: non-floating ``x`` or ``table``.
+      ValueError: ``table`` not 2-D, or ``x.shape[-1] != features``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import embeddings_jax as ej
+      >>> ej.attend(jnp.eye(3, 2), jnp.array([[1.0, 2.0]]))
+      Array([[1., 2., 0.]], dtype=float32)
+
+    References:
+      Press & Wolf, "Using the Output Embedding to Improve Language Models", 2017.
+    """
+    fn = "attend"
+    checks.check_floating(fn, "table", table)
+    checks.check_floating(fn, "x", x)
+    checks.check_ndim(fn, "table", table, 2, axes="vocab, features")
+    checks.check_ndim(fn, "x", x, min_ndim=1, axes="..., features")
+    if x.shape[-1] != table.shape[1]:
+        raise ValueError(
+            f"{fn}: `x` must have last axis features={table.shape[1]} (the table width), "
+            f"got shape {tuple(x.shape)}"
+        )
+    dt = (
+        jnp.promote_types(x.dtype, table.dtype)
+        if dtype is None
+        else checks.check_float_dtype(fn, "dtype", dtype)
+    )
+    x, table = jnp.asarray(x, dt), jnp.asarray(table, dt)
+    return lax.dot_general(x, table, (((x.ndim - 1,), (1,)), ((), ())), precision=precision)
