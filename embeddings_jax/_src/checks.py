@@ -62,6 +62,20 @@ def check_float_dtype(fn: str, name: str, dtype: Any) -> np.dtype:
     return dt
 
 
+def promote_float(*dtypes: Any) -> np.dtype:
+    """The widest of several float dtypes, independent of JAX's promotion mode.
+
+    ``jnp.promote_types`` refuses bfloat16 with float32 under strict promotion; we want
+    explicit, documented results instead: the largest itemsize wins, and bfloat16 with
+    float16 gives float32 (neither holds the other).
+    """
+    dts = [np.dtype(jnp.dtype(d)) for d in dtypes]
+    best = max(dts, key=lambda d: d.itemsize)
+    if best.itemsize == 2 and len({d.name for d in dts}) > 1:
+        return np.dtype(jnp.float32)
+    return best
+
+
 def check_ndim(fn: str, name: str, x: Any, ndim: int | None = None, *, min_ndim: int = 0,
                axes: str = "") -> None:
     """Raise ``ValueError`` unless ``x.ndim == ndim`` (or ``>= min_ndim``)."""

@@ -22,7 +22,7 @@ def layer_norm(x: Float[Array, "*shape features"], scale, bias, eps: float = 1e-
 
     ``x`` is normalised in float32 (or wider) and returned in float32/wider; callers cast.
     """
-    xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    xf = x.astype(checks.promote_float(x.dtype, jnp.float32))
     mean = jnp.mean(xf, axis=-1, keepdims=True)
     centered = xf - mean
     var = jnp.mean(centered * centered, axis=-1, keepdims=True)
@@ -190,7 +190,7 @@ def embed_and_add(
         fn, "ids", jnp.asarray(token_table), ids, out_of_range=out_of_range, method=m,
         what="the vocabulary size",
     )
-    x = tok.astype(jnp.promote_types(tok.dtype, jnp.float32))
+    x = tok.astype(checks.promote_float(tok.dtype, jnp.float32))
     if scale is not None:
         x = x * jnp.asarray(scale, x.dtype)
     if table is not None:

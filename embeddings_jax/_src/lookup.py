@@ -211,7 +211,7 @@ def attend(
             f"got shape {tuple(x.shape)}"
         )
     dt = (
-        jnp.promote_types(x.dtype, table.dtype)
+        checks.promote_float(x.dtype, table.dtype)
         if dtype is None
         else checks.check_float_dtype(fn, "dtype", dtype)
     )

@@ -107,10 +107,12 @@ def phase(positions: Int[Array, "*shape"], freqs: FixedPoint) -> Int[Array, "*sh
     else:
         neg, mag = None, p
     mag = mag[..., None]
-    ph = mag * jnp.asarray(freqs.hi) + _mulhi_u32(mag, jnp.asarray(freqs.lo))
+    shape = (1,) * (mag.ndim - 1) + (len(freqs),)  # explicit ranks: no rank promotion
+    hi, lo = jnp.asarray(freqs.hi).reshape(shape), jnp.asarray(freqs.lo).reshape(shape)
+    ph = mag * hi + _mulhi_u32(mag, lo)
     if neg is not None:
         ph = jnp.where(neg[..., None], jnp.uint32(0) - ph, ph)
-    return ph + jnp.asarray(freqs.offset)
+    return ph + jnp.asarray(freqs.offset).reshape(shape)
 
 
 # Minimax polynomials for sin and cos on [-pi/4, pi/4], float32 (Cephes sinf.c and

@@ -112,7 +112,7 @@ def positions_from_segments(segment_ids: Int[ArrayLike, "*batch seq"]) -> Int[Ar
     seq = seg.shape[-1]
     if seq == 0:
         return jnp.zeros(seg.shape, jnp.int32)
-    t = jnp.arange(seq, dtype=jnp.int32)
+    t = jnp.broadcast_to(jnp.arange(seq, dtype=jnp.int32), seg.shape)
     starts = jnp.concatenate(
         [jnp.ones(seg.shape[:-1] + (1,), bool), seg[..., 1:] != seg[..., :-1]], axis=-1
     )
@@ -146,7 +146,7 @@ def positions_from_mask(mask: Bool[ArrayLike, "*batch seq"]) -> Int[Array, "*bat
     if not (m.dtype == jnp.bool_ or jnp.issubdtype(m.dtype, jnp.integer)):
         raise TypeError(f"{fn}: `mask` must be a bool or integer array, got dtype {m.dtype.name}")
     checks.check_ndim(fn, "mask", m, min_ndim=1, axes="..., seq")
-    m = m != 0
+    m = m.astype(jnp.bool_)
     count = jnp.cumsum(m.astype(jnp.int32), axis=-1) - 1
     return jnp.where(m, count, 0)
 
