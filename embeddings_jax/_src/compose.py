@@ -28,9 +28,9 @@ def layer_norm(x: Float[Array, "*shape features"], scale, bias, eps: float = 1e-
     var = jnp.mean(centered * centered, axis=-1, keepdims=True)
     y = centered * lax.rsqrt(var + jnp.asarray(eps, xf.dtype))
     if scale is not None:
-        y = y * scale.astype(xf.dtype)
+        y = y * jnp.asarray(scale, xf.dtype).reshape((1,) * (y.ndim - 1) + (-1,))
     if bias is not None:
-        y = y + bias.astype(xf.dtype)
+        y = y + jnp.asarray(bias, xf.dtype).reshape((1,) * (y.ndim - 1) + (-1,))
     return y
 
 
