@@ -1,0 +1,338 @@
+"""Additive attention biases from relative positions: ALiBi and T5 relative buckets."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from embeddings_jax._src import checks
+from embeddings_jax._src.typing import Array, ArrayLike, Dtype, Float, Int
+
+__all__ = [
+    "alibi_bias",
+    "alibi_slopes",
+    "alibi_slopes_np",
+    "t5_relative_bias",
+    "t5_relative_bucket",
+]
+
+
+def alibi_slopes_np(num_heads: int) -> np.ndarray:
+    r"""Host float64 ALiBi slopes for ``num_heads`` heads (see :func:`alibi_slopes`)."""
+
+    def power_of_2(n: int) -> list[float]:
+        start = 2.0 ** (-(2.0 ** -(math.log2(n) - 3)))
+        return [start * start**i for i in range(n)]
+
+    if math.log2(num_heads).is_integer():
+        return np.asarray(power_of_2(num_heads), np.float64)
+    closest = 2 ** math.floor(math.log2(num_heads))
+    extra = alibi_slopes_np(2 * closest)[0::2][: num_heads - closest]
+    return np.concatenate([np.asarray(power_of_2(closest), np.float64), extra])
+
+
+def alibi_slopes(
+    num_heads: int,
+    *,
+    head_offset: int | Int[ArrayLike, ""] = 0,
+    num_local_heads: int | None = None,
+) -> Float[Array, " local_heads"]:
+    r"""ALiBi head slopes, correct for any head count, optionally one shard's slice.
+
+    For :math:`n` a power of two the slopes are the geometric sequence
+    :math:`m_h = 2^{-8h/n}`, :math:`h = 1 .. n`. Otherwise, with :math:`c` the largest
+    power of two below :math:`n`, the first :math:`c` slopes are those of :math:`c`
+    heads followed by every other slope of :math:`2c` heads
+    (:math:`m^{(2c)}_1, m^{(2c)}_3, \dots`), the first :math:`n - c` of them; this is the
+    rule of the paper's official code (``get_slopes`` in ofirpress/attention_with_linear_biases),
+    also used by BLOOM and MPT.
+
+    With heads sharded over devices, each shard needs the slopes of its own heads:
+    ``head_offset`` (may be traced, e.g. ``lax.axis_index("model") * num_local_heads``
+    inside ``shard_map``) and ``num_local_heads`` select
+    ``slopes[head_offset : head_offset + num_local_heads]``.
+
+    Args:
+      num_heads: total number of heads ``>= 1`` (static).
+      head_offset: first head of the slice; a static int or a traced int scalar.
+      num_local_heads: static length of the slice; default all ``num_heads``.
+
+    Returns:
+      float32 ``[num_local_heads]`` slopes.
+
+    Raises:
+      ValueError: ``num_heads < 1``, ``num_local_heads`` outside ``1 .. num_heads``, a
+        static ``head_offset`` that does not leave room for ``num_local_heads``.
+      TypeError: non-integer ``head_offset``.
+
+    Example:
+      >>> import embeddings_jax as ej
+      >>> ej.alibi_slopes(4)
+      Array([0.25      , 0.0625    , 0.015625  , 0.00390625], dtype=float32)
+      >>> ej.alibi_slopes(8, head_offset=2, num_local_heads=2)
+      Array([0.125 , 0.0625], dtype=float32)
+
+    References:
+      Press et al., "Train Short, Test Long: Attention with Linear Biases", ICLR 2022,
+      arXiv:2108.12409; official code ``get_slopes``. Hugging Face
+      ``build_alibi_tensor`` (``modeling_bloom.py``).
+    """
+    fn = "alibi_slopes"
+    n = checks.static_int(fn, "num_heads", num_heads, minimum=1)
+    local = (
+        n
+        if num_local_heads is None
+        else checks.static_int(fn, "num_local_heads", num_local_heads, minimum=1)
+    )
+    if local > n:
+        raise ValueError(f"{fn}: `num_local_heads` must be <= num_heads ({n}), got {local}")
+    table = jnp.asarray(alibi_slopes_np(n), jnp.float32)
+    if isinstance(head_offset, (int, np.integer)) and not isinstance(head_offset, bool):
+        off = int(head_offset)
+        if off < 0 or off + local > n:
+            raise ValueError(
+                f"{fn}: `head_offset` must be in [0, {n - local}] for num_local_heads={local} "
+                f"of num_heads={n}, got {off}"
+            )
+        return table[off : off + local]
+    off = checks.as_int_array(fn, "head_offset", head_offset)
+    checks.check_ndim(fn, "head_offset", off, 0)
+    return lax.dynamic_slice(table, (off.astype(jnp.int32),), (local,))
+
+
+def _relative(fn: str, q_positions, k_positions) -> Array:
+    """``k - q`` as int32 ``[..., 1, q, k]`` (a heads axis of 1 before ``q``)."""
+    q = checks.as_int_array(fn, "q_positions", q_positions).astype(jnp.int32)
+    k = checks.as_int_array(fn, "k_positions", k_positions).astype(jnp.int32)
+    checks.check_ndim(fn, "q_positions", q, min_ndim=1, axes="..., q")
+    checks.check_ndim(fn, "k_positions", k, min_ndim=1, axes="..., k")
+    nd = max(q.ndim, k.ndim)
+    q = q.reshape((1,) * (nd - q.ndim) + q.shape)
+    k = k.reshape((1,) * (nd - k.ndim) + k.shape)
+    if any(a != b and 1 not in (a, b) for a, b in zip(q.shape[:-1], k.shape[:-1], strict=True)):
+        raise ValueError(
+            f"{fn}: `k_positions` leading axes must broadcast with those of `q_positions` "
+            f"{tuple(q.shape[:-1])}, got shape {tuple(k.shape)}"
+        )
+    return k[..., None, None, :] - q[..., None, :, None]
+
+
+def alibi_bias(
+    q_positions: Int[ArrayLike, "*batch q"],
+    k_positions: Int[ArrayLike, "*batch k"],
+    slopes: Float[ArrayLike, " heads"],
+    *,
+    mode: Literal["causal", "symmetric"] = "causal",
+    dtype: Dtype = jnp.float32,
+) -> Float[Array, "*batch heads q k"]:
+    r"""ALiBi attention bias from integer query and key positions.
+
+    .. math::
+
+      B_{h, i, j} = \begin{cases} -m_h\,(q_i - k_j) & \text{causal} \\
+                                  -m_h\,|q_i - k_j| & \text{symmetric} \end{cases}
+
+    ``"causal"`` is the paper's bias (a linear penalty on the distance to past keys;
+    future keys get a positive value and must be masked by the caller, as usual);
+    ``"symmetric"`` penalises distance both ways (bidirectional encoders). The bias is
+    added to the logits :math:`q k^\top / \sqrt{d}` before the softmax. Positions are
+    explicit, so decoding with an offset, a KV cache or packed rows gives the same
+    bias as a full pass. Distances are exact in float32 up to :math:`2^{24}`.
+
+    Args:
+      q_positions: integer ``[..., q]`` query positions.
+      k_positions: integer ``[..., k]`` key positions (leading axes broadcast).
+      slopes: ``[heads]`` slopes, e.g. :func:`alibi_slopes`.
+      mode: ``"causal"`` or ``"symmetric"``.
+      dtype: output dtype (computed in float32, cast once).
+
+    Returns:
+      ``[..., heads, q, k]`` bias.
+
+    Raises:
+      TypeError: non-integer positions, non-floating ``slopes`` or ``dtype``.
+      ValueError: ``slopes`` not 1-D, positions without a sequence axis or with leading
+        axes that do not broadcast, unknown ``mode``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import embeddings_jax as ej
+      >>> ej.alibi_bias(jnp.arange(3), jnp.arange(3), ej.alibi_slopes(2))[0]
+      Array([[ 0.    ,  0.0625,  0.125 ],
+             [-0.0625,  0.    ,  0.0625],
+             [-0.125 , -0.0625,  0.    ]], dtype=float32)
+
+    References:
+      Press et al., "Train Short, Test Long: Attention with Linear Biases", ICLR 2022,
+      arXiv:2108.12409. Hugging Face ``build_alibi_tensor`` (BLOOM).
+    """
+    fn = "alibi_bias"
+    checks.check_choice(fn, "mode", mode, ("causal", "symmetric"))
+    dt = checks.check_float_dtype(fn, "dtype", dtype)
+    checks.check_floating(fn, "slopes", slopes)
+    m = jnp.asarray(slopes)
+    checks.check_ndim(fn, "slopes", m, 1, axes="heads")
+    rel = _relative(fn, q_positions, k_positions)  # [..., 1, q, k]
+    dist = rel if mode == "causal" else -jnp.abs(rel)
+    m = m.astype(jnp.float32).reshape((1,) * (rel.ndim - 3) + (m.shape[0], 1, 1))
+    return (dist.astype(jnp.float32) * m).astype(dt)
+
+
+def _check_t5_args(fn: str, bidirectional, num_buckets, max_distance) -> tuple[int, int, int]:
+    if not isinstance(bidirectional, (bool, np.bool_)):
+        raise TypeError(f"{fn}: `bidirectional` must be a bool, got {bidirectional!r}")
+    nb = checks.static_int(fn, "num_buckets", num_buckets, minimum=4 if bidirectional else 2)
+    if bidirectional and nb % 2:
+        raise ValueError(
+            f"{fn}: `num_buckets` must be even when bidirectional (half per direction), got {nb}"
+        )
+    half = nb // 2 if bidirectional else nb
+    max_exact = half // 2
+    md = checks.static_int(fn, "max_distance", max_distance, minimum=1)
+    if md <= max_exact:
+        raise ValueError(
+            f"{fn}: `max_distance` must be > max_exact = {max_exact} (num_buckets={nb}), got {md}"
+        )
+    return nb, half, md
+
+
+def _t5_distance_table(half: int, max_distance: int) -> np.ndarray:
+    """Bucket of each distance ``0 .. max_distance`` (one direction), float32 as Mesh-TF/HF.
+
+    Mesh-TF and HF compute ``max_exact + int(log(n / max_exact) / log(max_distance /
+    max_exact) * (half - max_exact))`` in float32; distances ``>= max_distance`` all fall
+    in the last bucket, so a table of ``max_distance + 1`` entries is exact.
+    """
+    max_exact = half // 2
+    n = np.arange(max_distance + 1)
+    ratio = n.astype(np.float32) / np.float32(max_exact)
+    with np.errstate(divide="ignore"):
+        logs = np.log(ratio.astype(np.float64)).astype(np.float32)  # correctly rounded
+    scaled = logs / np.float32(math.log(max_distance / max_exact)) * np.float32(half - max_exact)
+    large = max_exact + np.trunc(np.where(n >= max_exact, scaled, 0)).astype(np.int64)
+    large = np.minimum(large, half - 1)
+    return np.where(n < max_exact, n, large).astype(np.int32)
+
+
+def t5_relative_bucket(
+    relative_position: Int[ArrayLike, "*shape"],
+    *,
+    bidirectional: bool = True,
+    num_buckets: int = 32,
+    max_distance: int = 128,
+) -> Int[Array, "*shape"]:
+    r"""T5 relative-position bucket of ``relative_position = key_position - query_position``.
+
+    With :math:`N` buckets (:math:`N/2` per direction when bidirectional, keys after the
+    query using the upper half), distance :math:`n` (``|rel|``, or ``max(-rel, 0)`` when
+    unidirectional) and :math:`E = N'/2` exact buckets (:math:`N'` per direction):
+
+    .. math::
+
+      \mathrm{bucket}(n) = \begin{cases} n & n < E \\
+        \min\!\left(N' - 1,\; E + \left\lfloor \frac{\ln(n/E)}{\ln(D/E)} (N' - E)
+        \right\rfloor\right) & n \ge E \end{cases}
+
+    with :math:`D` = ``max_distance``. The log branch is evaluated in float32 exactly as
+    Mesh-TensorFlow and Hugging Face do (a host table of the ``D + 1`` distinct values,
+    then a gather), so buckets are identical, boundaries included.
+
+    Args:
+      relative_position: integer array, ``key_position - query_position``.
+      bidirectional: encoder-style (both directions) or decoder-style (past only).
+      num_buckets: static total number of buckets (even and ``>= 4`` when bidirectional).
+      max_distance: static distance from which every bucket is the last one.
+
+    Returns:
+      int32 array of ``relative_position.shape`` with values in ``[0, num_buckets)``.
+
+    Raises:
+      TypeError: non-integer ``relative_position``, non-bool ``bidirectional``.
+      ValueError: odd ``num_buckets`` when bidirectional, too few buckets,
+        ``max_distance <= max_exact``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import embeddings_jax as ej
+      >>> ej.t5_relative_bucket(jnp.array([-200, -20, -3, 0, 3, 20, 200]))
+      Array([15, 10,  3,  0, 19, 26, 31], dtype=int32)
+
+    References:
+      Raffel et al., "Exploring the Limits of Transfer Learning with a Unified
+      Text-to-Text Transformer", JMLR 2020, arXiv:1910.10683. Mesh-TensorFlow
+      ``_relative_position_bucket``; Hugging Face ``T5Attention._relative_position_bucket``.
+    """
+    fn = "t5_relative_bucket"
+    nb, half, md = _check_t5_args(fn, bidirectional, num_buckets, max_distance)
+    rel = checks.as_int_array(fn, "relative_position", relative_position).astype(jnp.int32)
+    table = jnp.asarray(_t5_distance_table(half, md))
+    if bidirectional:
+        # |rel| in uint32 so that |INT32_MIN| = 2**31 does not wrap.
+        n = lax.bitcast_convert_type(jnp.where(rel < 0, -rel, rel), jnp.uint32)
+        offset = jnp.where(rel > 0, jnp.int32(half), jnp.int32(0))
+    else:
+        n = lax.bitcast_convert_type(jnp.where(rel < 0, -rel, 0), jnp.uint32)
+        offset = jnp.int32(0)
+    idx = jnp.minimum(n, jnp.uint32(md)).astype(jnp.int32)
+    return offset + table[idx]
+
+
+def t5_relative_bias(
+    q_positions: Int[ArrayLike, "*batch q"],
+    k_positions: Int[ArrayLike, "*batch k"],
+    table: Float[ArrayLike, "num_buckets heads"],
+    *,
+    bidirectional: bool = True,
+    max_distance: int = 128,
+    dtype: Dtype | None = None,
+) -> Float[Array, "*batch heads q k"]:
+    r"""T5 relative attention bias: a learned scalar per (bucket, head).
+
+    .. math::
+
+      B_{h, i, j} = T_{\mathrm{bucket}(k_j - q_i),\, h}
+
+    with :func:`t5_relative_bucket` (``num_buckets = table.shape[0]``). In T5 one table
+    is learned in the first layer and its bias reused by every layer.
+
+    Args:
+      q_positions: integer ``[..., q]`` query positions.
+      k_positions: integer ``[..., k]`` key positions (leading axes broadcast).
+      table: ``[num_buckets, heads]`` learned bias values.
+      bidirectional: encoder (``True``) or decoder (``False``) bucketing.
+      max_distance: as in :func:`t5_relative_bucket`.
+      dtype: output dtype; default ``table.dtype``.
+
+    Returns:
+      ``[..., heads, q, k]`` bias.
+
+    Raises:
+      TypeError: non-integer positions, non-floating ``table`` or ``dtype``.
+      ValueError: ``table`` not 2-D, bad bucket arguments, positions that do not broadcast.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import embeddings_jax as ej
+      >>> table = jnp.arange(64.0).reshape(32, 2)
+      >>> ej.t5_relative_bias(jnp.arange(2), jnp.arange(3), table).shape
+      (2, 2, 3)
+
+    References:
+      Raffel et al., 2020, arXiv:1910.10683. Hugging Face ``T5Attention.compute_bias``.
+    """
+    fn = "t5_relative_bias"
+    checks.check_floating(fn, "table", table)
+    t = jnp.asarray(table)
+    checks.check_ndim(fn, "table", t, 2, axes="num_buckets, heads")
+    dt = t.dtype if dtype is None else checks.check_float_dtype(fn, "dtype", dtype)
+    _check_t5_args(fn, bidirectional, t.shape[0], max_distance)
+    rel = _relative(fn, q_positions, k_positions)[..., 0, :, :]  # [..., q, k]
+    buckets = t5_relative_bucket(
+        rel, bidirectional=bidirectional, num_buckets=t.shape[0], max_distance=max_distance
+    )
+    values = jnp.take(t, buckets, axis=0)  # [..., q, k, heads]
+    return jnp.moveaxis(values, -1, -3).astype(dt)
