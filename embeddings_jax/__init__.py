@@ -4,6 +4,10 @@ The functional API lives here; Flax modules are in :mod:`embeddings_jax.linen` a
 :mod:`embeddings_jax.nnx`.
 """
 
+from embeddings_jax._src.bias import alibi_bias
+from embeddings_jax._src.bias import alibi_slopes
+from embeddings_jax._src.bias import t5_relative_bias
+from embeddings_jax._src.bias import t5_relative_bucket
 from embeddings_jax._src.compose import embed_and_add
 from embeddings_jax._src.compose import layer_norm
 from embeddings_jax._src.lookup import ONE_HOT_MAX_VOCAB_TPU
@@ -14,6 +18,10 @@ from embeddings_jax._src.positions import positions
 from embeddings_jax._src.positions import positions_from_mask
 from embeddings_jax._src.positions import positions_from_offset
 from embeddings_jax._src.positions import positions_from_segments
+from embeddings_jax._src.rotary import RopeScaling
+from embeddings_jax._src.rotary import apply_rope
+from embeddings_jax._src.rotary import rope_frequencies
+from embeddings_jax._src.rotary import rope_scaling_from_hf
 from embeddings_jax._src.sinusoidal import CONVENTIONS
 from embeddings_jax._src.sinusoidal import SinusoidalConvention
 from embeddings_jax._src.sinusoidal import sinusoidal
@@ -25,7 +33,11 @@ __all__ = (
     "CONVENTIONS",
     "ONE_HOT_MAX_VOCAB_TPU",
     "OUT_OF_RANGE_POLICIES",
+    "RopeScaling",
     "SinusoidalConvention",
+    "alibi_bias",
+    "alibi_slopes",
+    "apply_rope",
     "attend",
     "embed",
     "embed_and_add",
@@ -34,6 +46,10 @@ __all__ = (
     "positions_from_mask",
     "positions_from_offset",
     "positions_from_segments",
+    "rope_frequencies",
+    "rope_scaling_from_hf",
     "sinusoidal",
     "sinusoidal_table",
+    "t5_relative_bias",
+    "t5_relative_bucket",
 )
