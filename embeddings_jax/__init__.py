@@ -26,6 +26,9 @@ from embeddings_jax._src.sinusoidal import CONVENTIONS
 from embeddings_jax._src.sinusoidal import SinusoidalConvention
 from embeddings_jax._src.sinusoidal import sinusoidal
 from embeddings_jax._src.sinusoidal import sinusoidal_table
+from embeddings_jax._src.surgery import extend_positions
+from embeddings_jax._src.surgery import load_pretrained
+from embeddings_jax._src.surgery import resize_vocab
 
 __version__ = "0.1.0"
 
@@ -41,11 +44,14 @@ __all__ = (
     "attend",
     "embed",
     "embed_and_add",
+    "extend_positions",
     "layer_norm",
+    "load_pretrained",
     "positions",
     "positions_from_mask",
     "positions_from_offset",
     "positions_from_segments",
+    "resize_vocab",
     "rope_frequencies",
     "rope_scaling_from_hf",
     "sinusoidal",
