@@ -18,14 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from embeddings_jax._src import checks
-from embeddings_jax._src.compose import embed_and_add
-from embeddings_jax._src.lookup import attend
+from embeddings_jax._src.linen_modules import TokenAndPositionEmbed
 from embeddings_jax._src.typing import Array, Float, Int, PRNGKey
 
 __all__ = ["TinyTransformer", "copy_task_batch", "train_copy_task"]
-
-POSITIONS = ("learned", "sinusoidal", "none")
 
 
 class _Block(nn.Module):
@@ -46,12 +42,13 @@ class _Block(nn.Module):
 class TinyTransformer(nn.Module):
     """A causal pre-LayerNorm transformer with tied token embeddings.
 
-    The input layer is :func:`embeddings_jax.embed_and_add` (token rows scaled by
-    ``sqrt(features)`` as in Vaswani et al. 2017, plus a learned table, a sinusoid, or
-    no position term); the states after the input layer and after every block are
-    stored with ``self.sow("intermediates", ...)`` under ``"embeddings"``,
-    ``"layer_1"``, ``"layer_2"``, ... so that
-    :func:`embeddings_jax.inspect.hidden_states_from_intermediates` can read them.
+    The input layer is :class:`embeddings_jax.linen.TokenAndPositionEmbed` (token rows
+    scaled by ``sqrt(features)`` as in Vaswani et al. 2017, plus a learned table, a
+    sinusoid, or no position term); logits are tied (``TokenEmbed.attend``). The states
+    after the input layer and after every block are stored with
+    ``self.sow("intermediates", ...)`` under ``"embeddings"``, ``"layer_1"``, ... so that
+    :func:`embeddings_jax.inspect.hidden_states_from_intermediates` can read them. The
+    learned position table is ``params["embed"]["position_embed"]["embedding"]``.
 
     Attributes:
       vocab_size: number of token ids.
@@ -71,27 +68,25 @@ class TinyTransformer(nn.Module):
 
     @nn.compact
     def __call__(self, ids: Int[Array, "batch seq"]) -> Float[Array, "batch seq vocab"]:
-        checks.check_choice("TinyTransformer", "position", self.position, POSITIONS)
-        tok = self.param(
-            "token_embedding",
-            nn.initializers.normal(stddev=self.features**-0.5),
-            (self.vocab_size, self.features),
+        embed = TokenAndPositionEmbed(
+            num_embeddings=self.vocab_size,
+            features=self.features,
+            max_len=self.max_len,
+            position=self.position,
+            scale=self.features**0.5,
+            embedding_init=nn.initializers.normal(stddev=self.features**-0.5),
+            position_init=nn.initializers.normal(stddev=0.02),  # small: what shows is learned
+            logical_axes=False,
+            name="embed",
         )
-        if self.position == "learned":
-            init = nn.initializers.normal(stddev=0.02)  # small: what is seen later is learned
-            pos = self.param("position_embedding", init, (self.max_len, self.features))
-        elif self.position == "sinusoidal":
-            pos = "vaswani"
-        else:
-            pos = None
-        x = embed_and_add(tok, ids, pos, scale=self.features**0.5)
+        x = embed(ids)
         self.sow("intermediates", "embeddings", x)
         mask = nn.make_causal_mask(ids)
         for i in range(self.num_layers):
             x = _Block(self.features, self.num_heads, name=f"block_{i}")(x, mask)
             self.sow("intermediates", f"layer_{i + 1}", x)
         x = nn.LayerNorm(name="ln_final")(x)
-        return attend(tok, x)
+        return embed.token_embed.attend(x)
 
 
 def copy_task_batch(
