@@ -7,7 +7,12 @@ import numpy as np
 from jax import lax
 
 from embeddings_jax._src import checks
-from embeddings_jax._src.lookup import OUT_OF_RANGE_POLICIES, lookup_rows, resolve_method
+from embeddings_jax._src.lookup import (
+    OUT_OF_RANGE_POLICIES,
+    acc_dtype,
+    lookup_rows,
+    resolve_method,
+)
 from embeddings_jax._src.positions import positions_from_offset, positions_from_segments
 from embeddings_jax._src.sinusoidal import SinusoidalConvention, get_convention, sinusoidal
 from embeddings_jax._src.typing import Array, ArrayLike, Dtype, Float, Int
@@ -40,16 +45,21 @@ def _static_offset(offset) -> int | None:
     return None
 
 
+def _lead_ones(p: Array, ndim: int) -> Array:
+    """Prepend size-1 axes so ``p`` broadcasts against an ``ndim``-D array explicitly."""
+    return p.reshape((1,) * (ndim - p.ndim) + p.shape) if p.ndim < ndim else p
+
+
 def embed_and_add(
     token_table: Float[Array, "vocab features"],
     ids: Int[Array, "*batch seq"],
     position: Float[Array, "max_len features"] | str | SinusoidalConvention | None,
     *,
     positions: Int[ArrayLike, "*batch seq"] | None = None,
-    offset: int | Int[ArrayLike, "batch"] = 0,
+    offset: int | Int[ArrayLike, " batch"] = 0,
     segment_ids: Int[ArrayLike, "*batch seq"] | None = None,
     scale: float | None = None,
-    norm: tuple[Float[Array, "features"], Float[Array, "features"]] | None = None,
+    norm: tuple[Float[Array, " features"], Float[Array, " features"]] | None = None,
     norm_eps: float = 1e-6,
     out_of_range: str = "error",
     method: str = "auto",
@@ -118,7 +128,9 @@ def embed_and_add(
     d = token_table.shape[1]
     seq = ids.shape[-1]
     out_dtype = (
-        jnp.dtype(token_table.dtype) if dtype is None else checks.check_float_dtype(fn, "dtype", dtype)
+        jnp.dtype(token_table.dtype)
+        if dtype is None
+        else checks.check_float_dtype(fn, "dtype", dtype)
     )
 
     table = None
@@ -142,18 +154,24 @@ def embed_and_add(
             f"('vaswani', 'tensor2tensor', SinusoidalConvention) or None, got {position!r}"
         )
 
-    # Position ids.
+    # Position ids, kept at their un-broadcast shape: a position term shared by every
+    # row of the batch is looked up (or computed) once and broadcast in the add, so its
+    # gradient is a reduction over the batch followed by a scatter of `seq` rows (or a
+    # dense slice-transpose for the default arange), not a scatter of batch*seq rows.
     pos = None
+    static_slice = None  # first row of a static, in-range arange: P[start:start+seq]
     if table is not None or conv is not None:
         if positions is not None:
             pos = checks.as_int_array(fn, "positions", positions)
             try:
-                pos = jnp.broadcast_to(pos, ids.shape)
+                shape = jnp.broadcast_shapes(pos.shape, ids.shape)
             except ValueError:
+                shape = None
+            if shape != ids.shape:
                 raise ValueError(
                     f"{fn}: `positions` must broadcast to ids.shape {tuple(ids.shape)}, got "
                     f"shape {tuple(pos.shape)}"
-                ) from None
+                )
         elif segment_ids is not None:
             seg = checks.as_int_array(fn, "segment_ids", segment_ids)
             if seg.shape != ids.shape:
@@ -184,27 +202,47 @@ def embed_and_add(
                 pos = positions_from_offset((lead[0], seq) if off.ndim == 1 else (seq,), off)
             else:
                 pos = positions_from_offset((seq,), static)
-            pos = jnp.broadcast_to(pos, ids.shape)
+                if table is not None and static >= 0:
+                    static_slice = static
 
+    acc = acc_dtype(token_table.dtype)
     tok = lookup_rows(
-        fn, "ids", jnp.asarray(token_table), ids, out_of_range=out_of_range, method=m,
+        fn,
+        "ids",
+        jnp.asarray(token_table),
+        ids,
+        out_of_range=out_of_range,
+        method=m,
         what="the vocabulary size",
+        dtype=acc,
     )
-    x = tok.astype(checks.promote_float(tok.dtype, jnp.float32))
+    x = tok
     if scale is not None:
         x = x * jnp.asarray(scale, x.dtype)
     if table is not None:
-        p = lookup_rows(
-            fn, "positions", table, pos, out_of_range=out_of_range,
-            method=resolve_method(method, table.shape[0], fn), what="the position table length",
-        )
-        x = x + p.astype(x.dtype)
+        if static_slice is not None:
+            # Default arange positions, statically in range: a slice (whose transpose
+            # is a dense pad), identical to the lookup under every policy.
+            p = lax.slice_in_dim(table, static_slice, static_slice + seq, axis=0)
+            p = p.astype(x.dtype)
+        else:
+            p = lookup_rows(
+                fn,
+                "positions",
+                table,
+                pos,
+                out_of_range=out_of_range,
+                method=resolve_method(method, table.shape[0], fn),
+                what="the position table length",
+                dtype=x.dtype,
+            )
+        x = x + _lead_ones(p, x.ndim)
     elif conv is not None:
-        x = x + sinusoidal(pos, d, convention=conv, dtype=x.dtype)
+        x = x + _lead_ones(sinusoidal(pos, d, convention=conv, dtype=x.dtype), x.ndim)
     if norm is not None:
         if not (isinstance(norm, (tuple, list)) and len(norm) == 2):
             raise ValueError(f"{fn}: `norm` must be a (scale, bias) pair or None, got {norm!r}")
-        for name, v in zip(("norm[0]", "norm[1]"), norm):
+        for name, v in zip(("norm[0]", "norm[1]"), norm, strict=True):
             if v is not None and tuple(np.shape(v)) != (d,):
                 raise ValueError(
                     f"{fn}: `{name}` must have shape ({d},) (features), got {tuple(np.shape(v))}"

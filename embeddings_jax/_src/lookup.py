@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,13 +24,49 @@ ONE_HOT_MAX_VOCAB_TPU = 4096
 
 
 def resolve_method(method: str, vocab: int, fn: str = "embed") -> str:
-    """``"auto"`` -> ``"one_hot"`` on TPU for ``vocab <= ONE_HOT_MAX_VOCAB_TPU``, else ``"gather"``."""
+    """Resolve ``"auto"``: ``"one_hot"`` on TPU for ``vocab <= ONE_HOT_MAX_VOCAB_TPU``.
+
+    Everywhere else (CPU, GPU, larger vocabularies on TPU) ``"gather"``: on CPU a
+    one-hot lookup measured 100-1000x slower than a gather (``benchmarks/``). The TPU
+    threshold is not measured by this project.
+    """
     checks.check_choice(fn, "method", method, METHODS)
     if method != "auto":
         return method
     if jax.default_backend() == "tpu" and vocab <= ONE_HOT_MAX_VOCAB_TPU:
         return "one_hot"
     return "gather"
+
+
+def acc_dtype(dtype) -> np.dtype:
+    """Accumulation dtype: float32 for 16/32-bit floats, else ``dtype`` (float64)."""
+    dt = np.dtype(dtype)
+    return dt if dt.itemsize > 4 else np.dtype(np.float32)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def gather_rows(table: Array, idx: Array, dtype: np.dtype) -> Array:
+    """``table[idx].astype(dtype)`` for in-range ``idx``; gradients accumulate in float32.
+
+    ``idx`` must already lie in ``[0, vocab)`` (callers clip it). The tangent rule
+    casts the *tangent* table to float32 (or wider) before the gather, so its
+    transpose, the reverse-mode gradient w.r.t. ``table``, is a scatter-add
+    accumulated in float32 and cast once to ``table.dtype``: a bfloat16 table gets a
+    correctly rounded sum, not one rounded after every addition. The primal table is
+    never cast; only the gathered rows are. A ``custom_jvp`` (rather than a
+    ``custom_vjp``) keeps forward-mode autodiff working.
+    """
+    rows = table.at[idx].get(mode="promise_in_bounds")
+    return rows if rows.dtype == dtype else rows.astype(dtype)
+
+
+@gather_rows.defjvp
+def _gather_rows_jvp(dtype, primals, tangents):
+    table, idx = primals
+    t_table, _ = tangents
+    acc = acc_dtype(table.dtype)
+    t_rows = t_table.astype(acc).at[idx].get(mode="promise_in_bounds").astype(dtype)
+    return gather_rows(table, idx, dtype), t_rows
 
 
 def check_ids_on_host(fn: str, name: str, ids, size: int, what: str) -> None:
@@ -56,6 +94,7 @@ def lookup_rows(
     out_of_range: str,
     method: str,
     what: str,
+    dtype=None,
 ) -> Array:
     """Shared lookup behind :func:`embed` and the position path of ``embed_and_add``.
 
@@ -63,7 +102,13 @@ def lookup_rows(
     ``clip`` reads and differentiates row ``clip(id, 0, V-1)``; ``zero`` gives a zero
     row and no gradient; ``nan`` gives a NaN row and no gradient; ``error`` raises for
     concrete ids and, when traced, reports through ``checkify`` and behaves as ``nan``.
+
+    Rows come back in ``dtype`` (default ``table.dtype``); only the rows are cast. The
+    gather path has a custom VJP (:func:`gather_rows`): a scatter-add accumulated in
+    float32. The policy masks are applied after the gather, so the cotangent of a
+    ``zero``/``nan``/``error`` row is exactly zero and adds nothing to any table row.
     """
+    dtype = table.dtype if dtype is None else np.dtype(dtype)
     size = table.shape[0]
     if out_of_range == "error":
         if not checks.is_traced(ids):
@@ -85,14 +130,16 @@ def lookup_rows(
             table,
             (((hot.ndim - 1,), (0,)), ((), ())),
             precision=lax.Precision.HIGHEST,
-            preferred_element_type=table.dtype,
-        )
+            preferred_element_type=acc_dtype(table.dtype),
+        ).astype(dtype)
+    elif size == 0:
+        rows = jnp.zeros(ids.shape + table.shape[1:], dtype)
     else:
-        rows = jnp.take(table, idx, axis=0, mode="clip")
+        rows = gather_rows(table, idx, dtype)
     if out_of_range == "clip":
         return rows
     fill = 0.0 if out_of_range == "zero" else jnp.nan
-    return jnp.where(valid[..., None], rows, jnp.asarray(fill, table.dtype))
+    return jnp.where(valid[..., None], rows, jnp.asarray(fill, dtype))
 
 
 def embed(
@@ -122,7 +169,9 @@ def embed(
     To turn the traced ``error`` report into an exception, wrap the jitted caller:
     ``err, y = checkify.checkify(jax.jit(f))(...); err.throw()``.
 
-    Only the looked-up rows are cast to ``dtype``; the table itself never is.
+    Only the looked-up rows are cast to ``dtype``; the table itself never is. The
+    gradient w.r.t. ``table`` is a scatter-add accumulated in float32 (then cast to
+    ``table.dtype``), also for bfloat16 tables.
 
     Args:
       table: ``[vocab, features]`` floating array.
@@ -163,10 +212,16 @@ def embed(
     m = resolve_method(method, table.shape[0], fn)
     out_dtype = table.dtype if dtype is None else checks.check_float_dtype(fn, "dtype", dtype)
     table = jnp.asarray(table)
-    rows = lookup_rows(
-        fn, "ids", table, ids, out_of_range=out_of_range, method=m, what="the vocabulary size"
+    return lookup_rows(
+        fn,
+        "ids",
+        table,
+        ids,
+        out_of_range=out_of_range,
+        method=m,
+        what="the vocabulary size",
+        dtype=out_dtype,
     )
-    return rows if rows.dtype == out_dtype else rows.astype(out_dtype)
 
 
 def attend(
