@@ -74,3 +74,160 @@ def one_hot_matmul(table, ids):
     ids = np.asarray(ids)
     hot = (ids[..., None] == np.arange(t.shape[0])).astype(np.float64)
     return hot @ t
+
+
+# --- Relative positions (issue 5): RoPE scalings, rotation, ALiBi, T5 buckets. ---
+# Written from the papers and the formulas of Hugging Face transformers'
+# modeling_rope_utils.py (`_compute_*_parameters`), in float64 unless noted.
+
+
+def rope_inv_freq(dim, base=10000.0):
+    """Su et al. 2021 (RoFormer) eq. (15): theta_i = base^(-2(i-1)/d), i = 1..d/2."""
+    return np.array([base ** (-2.0 * i / dim) for i in range(dim // 2)], np.float64)
+
+
+def rope_linear(dim, base, factor):
+    """Chen et al. 2023 (position interpolation): positions / s, i.e. theta_i / s."""
+    return rope_inv_freq(dim, base) / factor, 1.0
+
+
+def rope_dynamic(dim, base, factor, max_pos, seq_len):
+    """HF `_compute_dynamic_ntk_parameters`: base' = base (s L / L_max - (s - 1))^(d/(d-2))."""
+    L = max_pos if seq_len is None else max(seq_len, max_pos)
+    new_base = base * ((factor * L / max_pos) - (factor - 1)) ** (dim / (dim - 2))
+    return rope_inv_freq(dim, new_base), 1.0
+
+
+def rope_yarn(dim, base, factor, orig, beta_fast=32.0, beta_slow=1.0, mscale=None,
+              mscale_all_dim=None, attention_factor=None, truncate=True):
+    """Peng et al. 2023 (YaRN) sections 3.2-3.4, with HF `_compute_yarn_parameters` details.
+
+    The correction dimension for r rotations over L_orig positions solves
+    L_orig / (2 pi base^(2 j / d)) = r for j.
+    """
+    import math
+
+    def mscale_of(s, m=1.0):
+        return 1.0 if s <= 1 else 0.1 * m * math.log(s) + 1.0
+
+    if attention_factor is None:
+        if mscale and mscale_all_dim:
+            attention_factor = mscale_of(factor, mscale) / mscale_of(factor, mscale_all_dim)
+        else:
+            attention_factor = mscale_of(factor)
+
+    def j_of(r):
+        return dim * math.log(orig / (r * 2 * math.pi)) / (2 * math.log(base))
+
+    lo, hi = j_of(beta_fast), j_of(beta_slow)
+    if truncate:
+        lo, hi = math.floor(lo), math.ceil(hi)
+    lo, hi = max(lo, 0), min(hi, dim - 1)
+    if lo == hi:
+        hi += 0.001
+    theta = rope_inv_freq(dim, base)
+    out = np.empty(dim // 2)
+    for i in range(dim // 2):
+        ramp = min(max((i - lo) / (hi - lo), 0.0), 1.0)  # 0: extrapolate, 1: interpolate
+        out[i] = theta[i] / factor * ramp + theta[i] * (1.0 - ramp)
+    return out, attention_factor
+
+
+def rope_llama3(dim, base, factor, low_freq_factor, high_freq_factor, orig):
+    """Meta Llama 3.1 `apply_scaling` (reference code), per frequency."""
+    import math
+
+    out = []
+    for f in rope_inv_freq(dim, base):
+        wavelen = 2 * math.pi / f
+        if wavelen < orig / high_freq_factor:
+            out.append(f)
+        elif wavelen > orig / low_freq_factor:
+            out.append(f / factor)
+        else:
+            smooth = (orig / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+            out.append((1 - smooth) * f / factor + smooth * f)
+    return np.array(out), 1.0
+
+
+def rope_longrope(dim, base, short_factor, long_factor, orig, max_pos=None, factor=None,
+                  attention_factor=None, seq_len=None):
+    """Ding et al. 2024 (LongRoPE) rescale factors; HF `_compute_longrope_parameters`."""
+    import math
+
+    if factor is None:
+        factor = max_pos / orig if max_pos is not None else 1.0
+    if attention_factor is None:
+        attention_factor = 1.0 if factor <= 1 else math.sqrt(1 + math.log(factor) / math.log(orig))
+    ext = long_factor if (seq_len and seq_len > orig) else short_factor
+    return rope_inv_freq(dim, base) / np.asarray(ext, np.float64), attention_factor
+
+
+def rope_apply(x, positions, inv_freq, *, layout="half", rotary_dim=None, attention_factor=1.0):
+    """Rotate x[..., seq, heads, head_dim] in float64 by angles position * inv_freq.
+
+    'half': pairs (i, i + r/2) (HF rotate_half); 'interleaved': pairs (2i, 2i + 1) as the
+    complex product (x_2i + i x_2i+1) e^{i p theta} (Meta Llama, RoFormer).
+    """
+    x = np.asarray(x, np.float64)
+    r = x.shape[-1] if rotary_dim is None else rotary_dim
+    p = np.asarray(positions, np.float64)
+    ang = p[..., :, None, None] * np.asarray(inv_freq, np.float64)  # [..., seq, 1, r/2]
+    c, s = np.cos(ang) * attention_factor, np.sin(ang) * attention_factor
+    out = x.copy()
+    if layout == "half":
+        a, b = x[..., : r // 2], x[..., r // 2 : r]
+        out[..., : r // 2] = a * c - b * s
+        out[..., r // 2 : r] = b * c + a * s
+    else:
+        z = (x[..., 0:r:2] + 1j * x[..., 1:r:2]) * (c + 1j * s)
+        out[..., 0:r:2], out[..., 1:r:2] = z.real, z.imag
+    return out
+
+
+def alibi_slopes(n):
+    """Press et al. 2022 section 3: for n a power of 2, the geometric sequence starting at
+    2^(-8/n) with ratio 2^(-8/n); otherwise the 2^floor(log2 n) slopes followed by every
+    other slope of 2 * 2^floor(log2 n) heads (official code, `get_slopes`)."""
+    def pow2(m):
+        return [2.0 ** (-8.0 * h / m) for h in range(1, m + 1)]
+
+    c = 1
+    while c * 2 <= n:
+        c *= 2
+    if c == n:
+        return np.array(pow2(n))
+    return np.array(pow2(c) + pow2(2 * c)[0::2][: n - c])
+
+
+def alibi_bias(q_pos, k_pos, slopes, symmetric=False):
+    """[heads, q, k]: -m_h (i - j), or -m_h |i - j|."""
+    d = np.asarray(q_pos, np.float64)[:, None] - np.asarray(k_pos, np.float64)[None, :]
+    if symmetric:
+        d = np.abs(d)
+    return -np.asarray(slopes, np.float64)[:, None, None] * d
+
+
+def t5_bucket(rel, bidirectional=True, num_buckets=32, max_distance=128):
+    """Mesh-TF / HF `_relative_position_bucket`, with its float32 log branch, per element."""
+    import math
+
+    out = []
+    for r in np.asarray(rel).reshape(-1).tolist():
+        nb, ret = num_buckets, 0
+        if bidirectional:
+            nb //= 2
+            ret += nb if r > 0 else 0
+            n = abs(r)
+        else:
+            n = max(-r, 0)
+        max_exact = nb // 2
+        if n < max_exact:
+            ret += n
+        else:
+            v = np.log(np.float32(n) / np.float32(max_exact))
+            v = np.float32(v) / np.float32(math.log(max_distance / max_exact))
+            v = np.float32(v) * np.float32(nb - max_exact)
+            ret += min(max_exact + int(v), nb - 1)
+        out.append(ret)
+    return np.array(out, np.int64).reshape(np.shape(rel))

@@ -182,7 +182,14 @@ def alibi_bias(
     return (dist.astype(jnp.float32) * m).astype(dt)
 
 
-def _check_t5_args(fn: str, bidirectional, num_buckets, max_distance) -> tuple[int, int, int]:
+def check_alibi_args(fn: str, num_heads, mode) -> int:
+    """Validate ALiBi module attributes at construction/trace time; return ``num_heads``."""
+    n = checks.static_int(fn, "num_heads", num_heads, minimum=1)
+    checks.check_choice(fn, "mode", mode, ("causal", "symmetric"))
+    return n
+
+
+def check_t5_args(fn: str, bidirectional, num_buckets, max_distance) -> tuple[int, int, int]:
     if not isinstance(bidirectional, (bool, np.bool_)):
         raise TypeError(f"{fn}: `bidirectional` must be a bool, got {bidirectional!r}")
     nb = checks.static_int(fn, "num_buckets", num_buckets, minimum=4 if bidirectional else 2)
@@ -267,7 +274,7 @@ def t5_relative_bucket(
       ``_relative_position_bucket``; Hugging Face ``T5Attention._relative_position_bucket``.
     """
     fn = "t5_relative_bucket"
-    nb, half, md = _check_t5_args(fn, bidirectional, num_buckets, max_distance)
+    nb, half, md = check_t5_args(fn, bidirectional, num_buckets, max_distance)
     rel = checks.as_int_array(fn, "relative_position", relative_position).astype(jnp.int32)
     table = jnp.asarray(_t5_distance_table(half, md))
     if bidirectional:
@@ -329,7 +336,7 @@ def t5_relative_bias(
     t = jnp.asarray(table)
     checks.check_ndim(fn, "table", t, 2, axes="num_buckets, heads")
     dt = t.dtype if dtype is None else checks.check_float_dtype(fn, "dtype", dtype)
-    _check_t5_args(fn, bidirectional, t.shape[0], max_distance)
+    check_t5_args(fn, bidirectional, t.shape[0], max_distance)
     rel = _relative(fn, q_positions, k_positions)[..., 0, :, :]  # [..., q, k]
     buckets = t5_relative_bucket(
         rel, bidirectional=bidirectional, num_buckets=t.shape[0], max_distance=max_distance

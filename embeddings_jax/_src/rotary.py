@@ -306,7 +306,7 @@ def rope_scaling_from_hf(
     return RopeScaling(rope_type=t, **kw)
 
 
-def _resolve_scaling(fn: str, scaling) -> RopeScaling | None:
+def resolve_scaling(fn: str, scaling) -> RopeScaling | None:
     if scaling is None or isinstance(scaling, RopeScaling):
         return scaling
     if isinstance(scaling, Mapping):
@@ -490,7 +490,7 @@ def rope_frequencies(
       Hugging Face transformers ``modeling_rope_utils.py`` (``_compute_*_parameters``).
     """
     fn = "rope_frequencies"
-    s = _resolve_scaling(fn, scaling)
+    s = resolve_scaling(fn, scaling)
     d = _check_rope_dim(fn, "dim", dim)
     b = _resolve_base(fn, base, s)
     return _frequencies(fn, d, b, s, _check_seq_len(fn, seq_len))
@@ -570,7 +570,7 @@ def apply_rope(
     checks.check_floating(fn, "x", x)
     checks.check_ndim(fn, "x", x, min_ndim=3, axes="..., seq, heads, head_dim")
     checks.check_choice(fn, "layout", layout, ("half", "interleaved"))
-    s = _resolve_scaling(fn, scaling)
+    s = resolve_scaling(fn, scaling)
     head_dim = x.shape[-1]
     if head_dim % 2:
         raise ValueError(f"{fn}: `x` head_dim (last axis) must be even, got {head_dim}")

@@ -1,0 +1,454 @@
+"""Rotary embeddings: frequencies of every scaling, rotation, exactness, properties, errors."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from jax.test_util import check_grads
+
+import embeddings_jax as ej
+from tests import reference as ref
+
+INT32_MAX = 2**31 - 1
+
+# --- frequencies: each scaling against the float64 reference -----------------------------
+
+SHORT = tuple(1.0 + 0.1 * i for i in range(32))
+LONG = tuple(2.0 + 0.5 * i for i in range(32))
+
+CASES = [
+    # (scaling dict as in a HF config, kwargs for rope_scaling_from_hf, reference callable)
+    ({"rope_type": "linear", "factor": 4.0}, {}, lambda d, b, sl: ref.rope_linear(d, b, 4.0)),
+    (
+        {"rope_type": "dynamic", "factor": 2.0},
+        {"max_position_embeddings": 256},
+        lambda d, b, sl: ref.rope_dynamic(d, b, 2.0, 256, sl),
+    ),
+    (
+        {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 512},
+        {},
+        lambda d, b, sl: ref.rope_yarn(d, b, 4.0, 512),
+    ),
+    (
+        {
+            "rope_type": "yarn",
+            "factor": 40.0,
+            "beta_fast": 16,
+            "beta_slow": 2,
+            "mscale": 0.707,
+            "mscale_all_dim": 1.0,
+            "original_max_position_embeddings": 4096,
+        },
+        {},
+        lambda d, b, sl: ref.rope_yarn(d, b, 40.0, 4096, 16, 2, mscale=0.707, mscale_all_dim=1.0),
+    ),
+    (
+        {
+            "rope_type": "yarn",
+            "factor": 8.0,
+            "truncate": False,
+            "attention_factor": 1.5,
+            "original_max_position_embeddings": 1024,
+        },
+        {},
+        lambda d, b, sl: ref.rope_yarn(d, b, 8.0, 1024, attention_factor=1.5, truncate=False),
+    ),
+    (
+        {
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        },
+        {},
+        lambda d, b, sl: ref.rope_llama3(d, b, 8.0, 1.0, 4.0, 8192),
+    ),
+    (
+        {
+            "rope_type": "llama3",
+            "factor": 4.0,
+            "low_freq_factor": 2.0,
+            "high_freq_factor": 8.0,
+            "original_max_position_embeddings": 64,
+        },
+        {},
+        lambda d, b, sl: ref.rope_llama3(d, b, 4.0, 2.0, 8.0, 64),
+    ),
+    (
+        {
+            "rope_type": "longrope",
+            "short_factor": SHORT,
+            "long_factor": LONG,
+            "original_max_position_embeddings": 128,
+        },
+        {"max_position_embeddings": 1024},
+        lambda d, b, sl: ref.rope_longrope(
+            d, b, SHORT[: d // 2], LONG[: d // 2], 128, max_pos=1024, seq_len=sl
+        ),
+    ),
+]
+
+
+def _for_dim(params, d):
+    p = dict(params)
+    for k in ("short_factor", "long_factor"):
+        if k in p:
+            p[k] = p[k][: d // 2]
+    return p
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+@pytest.mark.parametrize("dim", [4, 16, 64])
+@pytest.mark.parametrize("base", [10000.0, 500000.0])
+@pytest.mark.parametrize("seq_len", [None, 100, 5000])
+def test_frequencies_match_reference(case, dim, base, seq_len):
+    params, kw, want = CASES[case]
+    s = ej.rope_scaling_from_hf(_for_dim(params, dim), **kw)
+    inv, af = ej.rope_frequencies(dim, base=base, scaling=s, seq_len=seq_len)
+    inv_ref, af_ref = want(dim, base, seq_len)
+    assert isinstance(inv, np.ndarray) and inv.dtype == np.float64 and inv.shape == (dim // 2,)
+    np.testing.assert_allclose(inv, inv_ref, rtol=1e-13, atol=0)
+    assert af == pytest.approx(af_ref, rel=1e-14)
+
+
+def test_default_frequencies_match_paper():
+    # RoFormer: theta_i = 10000^(-2(i-1)/d).
+    inv, af = ej.rope_frequencies(8)
+    np.testing.assert_allclose(inv, [1.0, 0.1, 0.01, 0.001], rtol=1e-15)
+    assert af == 1.0
+
+
+def test_published_attention_factors():
+    # YaRN paper (Peng et al. 2023, eq. 22): sqrt(1/t) = 0.1 ln(s) + 1.
+    qwen = {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}
+    assert ej.rope_frequencies(128, scaling=qwen)[1] == pytest.approx(0.1 * math.log(4) + 1)
+    # DeepSeek-V3 config.json rope_scaling: mscale == mscale_all_dim -> attention factor 1.
+    ds = {
+        "type": "yarn",
+        "factor": 40,
+        "beta_fast": 32,
+        "beta_slow": 1,
+        "mscale": 1.0,
+        "mscale_all_dim": 1.0,
+        "original_max_position_embeddings": 4096,
+    }
+    assert ej.rope_frequencies(64, scaling=ds)[1] == 1.0
+
+
+def test_llama31_published_config():
+    # Llama 3.1 8B config.json: rope_theta 500000, factor 8, low 1, high 4, original 8192.
+    cfg = {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+        "rope_theta": 500000.0,
+    }
+    inv, _ = ej.rope_frequencies(128, scaling=cfg)
+    plain = ref.rope_inv_freq(128, 500000.0)
+    wavelen = 2 * np.pi / plain
+    np.testing.assert_allclose(inv[wavelen < 2048], plain[wavelen < 2048], rtol=1e-15)
+    np.testing.assert_allclose(inv[wavelen > 8192], plain[wavelen > 8192] / 8, rtol=1e-15)
+
+
+def test_dynamic_without_seq_len_is_plain_rope():
+    s = ej.RopeScaling("dynamic", factor=4.0, max_position_embeddings=64)
+    np.testing.assert_allclose(ej.rope_frequencies(16, scaling=s)[0], ref.rope_inv_freq(16))
+    np.testing.assert_allclose(
+        ej.rope_frequencies(16, scaling=s, seq_len=64)[0], ref.rope_inv_freq(16)
+    )
+
+
+# --- rope_scaling_from_hf --------------------------------------------------------------
+
+
+def test_from_hf_legacy_type_and_rope_parameters():
+    a = ej.rope_scaling_from_hf({"type": "linear", "factor": 2.0})
+    b = ej.rope_scaling_from_hf(
+        {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4, "partial_rotary_factor": 0.5}
+    )
+    assert a.rope_type == b.rope_type == "linear" and a.factor == b.factor == 2.0
+    assert b.rope_theta == 1e4 and b.partial_rotary_factor == 0.5
+    assert ej.rope_scaling_from_hf(None) is None
+    # Phi-3's legacy "su" is longrope; its original length lives in the config.
+    phi = ej.rope_scaling_from_hf(
+        {"type": "su", "short_factor": [1.0, 1.0], "long_factor": [2.0, 3.0]},
+        max_position_embeddings=131072,
+        original_max_position_embeddings=4096,
+    )
+    assert phi.rope_type == "longrope" and phi.original_max_position_embeddings == 4096
+    af = ej.rope_frequencies(4, scaling=phi)[1]
+    assert af == pytest.approx(math.sqrt(1 + math.log(32) / math.log(4096)))
+    hash(phi)  # static under jit
+
+
+@pytest.mark.parametrize(
+    "params, kw, match",
+    [
+        ({"rope_type": "ntk-by-parts", "factor": 2.0}, {}, "`rope_type` must be one of"),
+        ({"factor": 2.0}, {}, "'rope_type'"),
+        ({"rope_type": "linear"}, {}, "must have key 'factor'"),
+        ({"rope_type": "linear", "factor": 2.0, "beta_fast": 3}, {}, "unknown key 'beta_fast'"),
+        (
+            {"rope_type": "yarn", "factor": 2.0, "scale": 1},
+            {"max_position_embeddings": 8},
+            "unknown key 'scale'",
+        ),
+        (
+            {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0},
+            {},
+            "must have key 'original_max_position_embeddings'",
+        ),
+        ({"rope_type": "dynamic", "factor": 2.0}, {}, "`max_position_embeddings` must be given"),
+        ({"rope_type": "longrope", "long_factor": [1.0]}, {}, "must have key 'short_factor'"),
+        ({"rope_type": "linear", "factor": "2"}, {}, "`factor` must be a number"),
+        (
+            {"rope_type": "yarn", "factor": 2.0, "truncate": 1},
+            {"max_position_embeddings": 8},
+            "`truncate` must be a bool",
+        ),
+        ({"rope_type": "linear", "factor": -1.0}, {}, "`factor` must be a finite number > 0"),
+        (
+            {
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 4.0,
+                "high_freq_factor": 1.0,
+                "original_max_position_embeddings": 8192,
+            },
+            {},
+            "`high_freq_factor` must be >",
+        ),
+    ],
+)
+def test_from_hf_errors(params, kw, match):
+    with pytest.raises(ValueError, match=match):
+        ej.rope_scaling_from_hf(params, **kw)
+
+
+# --- apply_rope against the float64 reference --------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["half", "interleaved"])
+@pytest.mark.parametrize("rotary_dim", [None, 4])
+@pytest.mark.parametrize("case", [None, 2, 3])
+def test_apply_rope_matches_reference(maybe_jit, key, layout, rotary_dim, case):
+    x = jax.random.normal(key, (2, 5, 3, 8), jnp.float32)
+    pos = jnp.array([[0, 1, 2, 3, 4], [7, 8, 9, 100, -5]], jnp.int32)
+    scaling = None if case is None else CASES[case][0]
+    y = maybe_jit(
+        lambda x, p: ej.apply_rope(x, p, layout=layout, rotary_dim=rotary_dim, scaling=scaling)
+    )(x, pos)
+    r = rotary_dim or 8
+    inv, af = ej.rope_frequencies(r, scaling=scaling)
+    want = ref.rope_apply(x, pos, inv, layout=layout, rotary_dim=r, attention_factor=af)
+    assert y.dtype == jnp.float32 and y.shape == x.shape
+    np.testing.assert_allclose(np.asarray(y), want, rtol=0, atol=3e-6)
+    if rotary_dim:
+        np.testing.assert_array_equal(np.asarray(y[..., 4:]), np.asarray(x[..., 4:]))
+
+
+def test_partial_rotary_factor_from_scaling(key):
+    x = jax.random.normal(key, (4, 2, 8))
+    pos = jnp.arange(4)
+    s = {"rope_type": "default", "rope_theta": 100.0, "partial_rotary_factor": 0.5}
+    y = ej.apply_rope(x, pos, scaling=s)
+    want = ref.rope_apply(x, pos, ref.rope_inv_freq(4, 100.0), rotary_dim=4)
+    np.testing.assert_allclose(np.asarray(y), want, atol=3e-6)
+    np.testing.assert_array_equal(y, ej.apply_rope(x, pos, base=100.0, rotary_dim=4))
+
+
+def test_dynamic_seq_len_changes_base(key):
+    x = jax.random.normal(key, (4, 1, 8))
+    pos = jnp.arange(4) + 500
+    s = ej.RopeScaling("dynamic", factor=2.0, max_position_embeddings=256)
+    y = ej.apply_rope(x, pos, scaling=s, seq_len=1024)
+    want = ref.rope_apply(x, pos, ref.rope_dynamic(8, 10000.0, 2.0, 256, 1024)[0])
+    np.testing.assert_allclose(np.asarray(y), want, atol=3e-6)
+
+
+@pytest.mark.parametrize("layout", ["half", "interleaved"])
+def test_exact_at_int32_extremes(key, layout):
+    """float32 phases are exact for every int32 position, where float32(p) * w is not."""
+    x = jax.random.normal(key, (4, 2, 16))
+    pos = jnp.array([INT32_MAX, INT32_MAX - 1, -(2**31), 123456789], jnp.int32)
+    y = ej.apply_rope(x, pos, layout=layout, base=500000.0)
+    inv = ref.rope_inv_freq(16, 500000.0)
+    # float64 angles: p * w with |p w| <= 2**31, error <= 2**31 * 2**-52 rad = 5e-7.
+    want = ref.rope_apply(x, np.asarray(pos, np.int64), inv, layout=layout)
+    np.testing.assert_allclose(np.asarray(y), want, rtol=0, atol=5e-6)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_low_precision_output_is_rounded_float32_result(key, dtype):
+    x = jax.random.normal(key, (3, 2, 8)).astype(dtype)
+    pos = jnp.array([5, 1_000_000, INT32_MAX], jnp.int32)
+    y = ej.apply_rope(x, pos)
+    assert y.dtype == dtype
+    want = ref.rope_apply(
+        np.asarray(x, np.float64), np.asarray(pos, np.int64), ref.rope_inv_freq(8)
+    )
+    eps = float(jnp.finfo(dtype).eps)
+    np.testing.assert_allclose(np.asarray(y, np.float64), want, rtol=eps, atol=eps)
+
+
+def test_positions_broadcast_and_packing_equal_separate_rows(key):
+    x = jax.random.normal(key, (1, 7, 2, 8))
+    seg = jnp.array([[1, 1, 1, 2, 2, 2, 2]])
+    packed = ej.apply_rope(x, ej.positions_from_segments(seg))
+    a = ej.apply_rope(x[:, :3], jnp.arange(3))
+    b = ej.apply_rope(x[:, 3:], jnp.arange(4))
+    np.testing.assert_array_equal(packed, jnp.concatenate([a, b], axis=1))
+    # [seq] positions broadcast over the batch exactly like [batch, seq] ones.
+    x2 = jnp.concatenate([x, x], axis=0)
+    np.testing.assert_array_equal(
+        ej.apply_rope(x2, jnp.arange(7)), ej.apply_rope(x2, jnp.tile(jnp.arange(7), (2, 1)))
+    )
+
+
+def test_half_is_interleaved_with_permuted_features(key):
+    x = jax.random.normal(key, (5, 2, 8))
+    pos = jnp.arange(5) * 37
+    perm = np.array([0, 4, 1, 5, 2, 6, 3, 7])  # half-pair (i, i+4) -> adjacent (2i, 2i+1)
+    y_half = ej.apply_rope(x, pos, layout="half")
+    y_int = ej.apply_rope(x[..., perm], pos, layout="interleaved")
+    np.testing.assert_allclose(y_half[..., perm], y_int, rtol=0, atol=1e-6)
+
+
+def test_dict_and_dataclass_scaling_agree(key):
+    x = jax.random.normal(key, (3, 1, 8))
+    d = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16}
+    s = ej.RopeScaling("yarn", factor=4.0, original_max_position_embeddings=16)
+    np.testing.assert_array_equal(
+        ej.apply_rope(x, jnp.arange(3), scaling=d), ej.apply_rope(x, jnp.arange(3), scaling=s)
+    )
+
+
+def test_jit_vmap_grad(key):
+    x = jax.random.normal(key, (2, 4, 2, 8))
+    pos = jnp.arange(8).reshape(2, 4)
+    f = jax.jit(lambda x, p: ej.apply_rope(x, p))
+    np.testing.assert_allclose(f(x, pos), jax.vmap(f)(x, pos), atol=1e-6)
+    check_grads(lambda x: ej.apply_rope(x, pos), (x,), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
+    # Rotation is orthogonal: the gradient of sum(y * g) is the inverse rotation of g.
+    g = jax.random.normal(jax.random.key(1), x.shape)
+    grad = jax.grad(lambda x: jnp.sum(ej.apply_rope(x, pos) * g))(x)
+    np.testing.assert_allclose(grad, ej.apply_rope(g, -pos), atol=1e-5)
+
+
+# --- properties ------------------------------------------------------------------------
+
+positions_st = st.integers(-(2**31), INT32_MAX)
+
+
+@given(
+    p=st.lists(positions_st, min_size=4, max_size=4),
+    layout=st.sampled_from(["half", "interleaved"]),
+)
+def test_rope_preserves_norms(p, layout):
+    x = jax.random.normal(jax.random.key(3), (4, 2, 8))
+    y = ej.apply_rope(x, jnp.asarray(p, jnp.int32), layout=layout)
+    np.testing.assert_allclose(jnp.linalg.norm(y, axis=-1), jnp.linalg.norm(x, axis=-1), rtol=2e-6)
+
+
+@given(m=positions_st, n=positions_st, shift=st.integers(-(2**31), INT32_MAX))
+def test_dot_product_depends_only_on_offset(m, n, shift):
+    """<rope(q, m), rope(k, n)> == <rope(q, m + c), rope(k, n + c)>, up to int32 extremes."""
+    c = max(-(2**31) - min(m, n), min(shift, INT32_MAX - max(m, n)))  # keep m+c, n+c in int32
+    q, k = jax.random.normal(jax.random.key(4), (2, 1, 1, 16))
+    pos_a = jnp.array([m, n], jnp.int32)
+    pos_b = jnp.array([m + c, n + c], jnp.int32)
+    x = jnp.concatenate([q, k])  # [2 (seq), 1 (head), 16]
+    ya, yb = ej.apply_rope(x, pos_a, base=500000.0), ej.apply_rope(x, pos_b, base=500000.0)
+    da, db = jnp.vdot(ya[0], ya[1]), jnp.vdot(yb[0], yb[1])
+    np.testing.assert_allclose(
+        da, db, rtol=0, atol=2e-5 * float(jnp.linalg.norm(q) * jnp.linalg.norm(k))
+    )
+
+
+def test_dot_product_near_int32_max():
+    q, k = jax.random.normal(jax.random.key(5), (2, 1, 16))
+    x = jnp.stack([q, k])  # [seq=2, heads=1, 16]
+    for delta in [0, 1, 7, 1000]:
+        near = jnp.array([INT32_MAX, INT32_MAX - delta], jnp.int32)
+        small = jnp.array([delta, 0], jnp.int32)
+        y1, y2 = ej.apply_rope(x, near), ej.apply_rope(x, small)
+        np.testing.assert_allclose(jnp.vdot(y1[0], y1[1]), jnp.vdot(y2[0], y2[1]), atol=2e-5)
+
+
+# --- errors ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, x_shape, pos, exc, match",
+    [
+        ({}, (4, 2, 7), jnp.arange(4), ValueError, "head_dim .* must be even, got 7"),
+        (
+            {"rotary_dim": 10},
+            (4, 2, 8),
+            jnp.arange(4),
+            ValueError,
+            "`rotary_dim` must be <= head_dim",
+        ),
+        (
+            {"rotary_dim": 3},
+            (4, 2, 8),
+            jnp.arange(4),
+            ValueError,
+            "`rotary_dim` must be even, got 3",
+        ),
+        ({}, (4, 2, 8), jnp.arange(5), ValueError, "`positions` must be .* seq=4"),
+        ({}, (2, 4, 2, 8), jnp.zeros((3, 4), jnp.int32), ValueError, "`positions` must be"),
+        ({}, (4, 2, 8), jnp.arange(4.0), TypeError, "`positions` must be an integer array"),
+        ({}, (4, 8), jnp.arange(4), ValueError, "`x` must be at least 3-D"),
+        ({"layout": "neox"}, (4, 2, 8), jnp.arange(4), ValueError, "`layout` must be one of"),
+        (
+            {"base": -1.0},
+            (4, 2, 8),
+            jnp.arange(4),
+            ValueError,
+            "`base` must be a finite number > 0",
+        ),
+        (
+            {"base": 10.0, "scaling": {"rope_type": "default", "rope_theta": 100.0}},
+            (4, 2, 8),
+            jnp.arange(4),
+            ValueError,
+            "`base` must equal the scaling's rope_theta",
+        ),
+        (
+            {"scaling": {"rope_type": "longrope", "short_factor": [1.0], "long_factor": [1.0]}},
+            (4, 2, 8),
+            jnp.arange(4),
+            ValueError,
+            "`short_factor` must have dim // 2 = 4",
+        ),
+        ({"scaling": "yarn"}, (4, 2, 8), jnp.arange(4), ValueError, "`scaling` must be None"),
+    ],
+)
+def test_apply_rope_errors(kwargs, x_shape, pos, exc, match):
+    with pytest.raises(exc, match=match):
+        ej.apply_rope(jnp.ones(x_shape), pos, **kwargs)
+
+
+def test_errors_misc():
+    with pytest.raises(TypeError, match="`x` must be a floating-point array"):
+        ej.apply_rope(jnp.ones((2, 1, 4), jnp.int32), jnp.arange(2))
+    with pytest.raises(ValueError, match="`dim` must be even, got 5"):
+        ej.rope_frequencies(5)
+    with pytest.raises(ValueError, match="`dim` must be >= 4 for dynamic"):
+        ej.rope_frequencies(
+            2, scaling=ej.RopeScaling("dynamic", factor=2.0, max_position_embeddings=8)
+        )
+    with pytest.raises(ValueError, match="`seq_len` must be a static Python int"):
+        jax.jit(lambda n: ej.rope_frequencies(4, seq_len=n))(3)
+    with pytest.raises(ValueError, match="`original_max_position_embeddings` must be given"):
+        ej.RopeScaling("yarn", factor=2.0)
+    with pytest.raises(ValueError, match="`rope_type` must be one of"):
+        ej.RopeScaling("ntk")
