@@ -18,6 +18,7 @@ label-count inference works under ``jit``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -140,9 +141,10 @@ def variance_explained(
     return _variance_explained(x, g, k, bool(adjusted))
 
 
+@functools.partial(jax.jit, static_argnums=(2, 3))
 def _variance_explained(x, g, k: int, adjusted: bool):
     n = x.shape[0]
-    xc = x - jnp.mean(x, axis=0)
+    xc = x - jnp.mean(x, axis=0, keepdims=True)
     ss_total = jnp.sum(xc * xc)
     counts = jax.ops.segment_sum(jnp.ones((n,), x.dtype), g, num_segments=k)
     sums = jax.ops.segment_sum(xc, g, num_segments=k)
@@ -226,14 +228,15 @@ def probe_accuracy(
     return _probe_accuracy(x, y, k, n_train, lam, key)
 
 
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
 def _probe_accuracy(x, y, k: int, n_train: int, lam: float, key):
     perm = jax.random.permutation(key, x.shape[0])
     x, y = x[perm], y[perm]
     xtr, ytr, xte, yte = x[:n_train], y[:n_train], x[n_train:], y[n_train:]
-    mu = jnp.mean(xtr, axis=0)
+    mu = jnp.mean(xtr, axis=0, keepdims=True)
     xtr = xtr - mu
     onehot = jax.nn.one_hot(ytr, k, dtype=x.dtype)
-    ybar = jnp.mean(onehot, axis=0)
+    ybar = jnp.mean(onehot, axis=0, keepdims=True)
     gram = xtr.T @ xtr
     d = x.shape[1]
     reg = jnp.asarray(lam, x.dtype) * (jnp.trace(gram) / d + jnp.asarray(1e-12, x.dtype))
@@ -455,7 +458,7 @@ def token_position_scores(
       >>> tok = jax.random.normal(jax.random.key(1), (5, 16))
       >>> pos = jax.random.normal(jax.random.key(2), (5, 16))
       >>> states = {"tokens only": tok[ids], "positions only": jnp.broadcast_to(pos, (5, 5, 16)),
-      ...           "sum": tok[ids] + pos}
+      ...           "sum": tok[ids] + pos[None]}
       >>> r = inspect.token_position_scores(states, ids, adjusted=False, probe=False)
       >>> print(r.table())  # in a balanced design the two shares of "sum" add up to 1
       | layer | token eta^2 | position eta^2 |
