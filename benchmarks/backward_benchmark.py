@@ -1,0 +1,12 @@
+"""backward benchmark of embed_and_add against a copy and the baselines (see README).
+
+Usage: python benchmarks/backward_benchmark.py [--sizes S1 S2 ...] [--rounds N] [--no-write]
+Same as `embeddings-jax bench --groups backward`; results go to benchmarks/results/<device>/.
+"""
+
+import sys
+
+from embeddings_jax import cli
+
+if __name__ == "__main__":
+    sys.exit(cli.main(["bench", "--groups", "backward", "--tag", "backward", *sys.argv[1:]]))
