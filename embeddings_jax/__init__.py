@@ -22,6 +22,8 @@ from embeddings_jax._src.rotary import RopeScaling
 from embeddings_jax._src.rotary import apply_rope
 from embeddings_jax._src.rotary import rope_frequencies
 from embeddings_jax._src.rotary import rope_scaling_from_hf
+from embeddings_jax._src.sharding import vocab_parallel_attend
+from embeddings_jax._src.sharding import vocab_parallel_embed
 from embeddings_jax._src.sinusoidal import CONVENTIONS
 from embeddings_jax._src.sinusoidal import SinusoidalConvention
 from embeddings_jax._src.sinusoidal import sinusoidal
@@ -58,4 +60,6 @@ __all__ = (
     "sinusoidal_table",
     "t5_relative_bias",
     "t5_relative_bucket",
+    "vocab_parallel_attend",
+    "vocab_parallel_embed",
 )

@@ -1,0 +1,19 @@
+"""Flax linen modules for token and position embeddings.
+
+Thin wrappers over the functional API of :mod:`embeddings_jax`: each module holds its
+parameters (with logical axis names) and a dtype policy, and forwards to one function.
+"""
+
+from embeddings_jax._src.linen_modules import (
+    PositionEmbed,
+    SinusoidalPositionEmbed,
+    TokenAndPositionEmbed,
+    TokenEmbed,
+)
+
+__all__ = (
+    "PositionEmbed",
+    "SinusoidalPositionEmbed",
+    "TokenAndPositionEmbed",
+    "TokenEmbed",
+)

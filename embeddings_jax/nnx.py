@@ -1,0 +1,20 @@
+"""Flax NNX modules for token and position embeddings.
+
+The same modules, arguments and parameters as :mod:`embeddings_jax.linen`, for
+``flax.nnx``: each holds its ``nnx.Param`` (with logical-axis sharding metadata) and
+forwards to one function of :mod:`embeddings_jax`.
+"""
+
+from embeddings_jax._src.nnx_modules import (
+    PositionEmbed,
+    SinusoidalPositionEmbed,
+    TokenAndPositionEmbed,
+    TokenEmbed,
+)
+
+__all__ = (
+    "PositionEmbed",
+    "SinusoidalPositionEmbed",
+    "TokenAndPositionEmbed",
+    "TokenEmbed",
+)
