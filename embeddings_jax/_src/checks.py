@@ -27,7 +27,10 @@ def dtype_of(x: Any) -> np.dtype:
     """The dtype ``x`` would have as a JAX array, without copying it."""
     if hasattr(x, "dtype"):
         return np.dtype(x.dtype)
-    return jnp.asarray(x).dtype
+    try:
+        return jnp.asarray(x).dtype
+    except OverflowError:  # a Python int past int32: an integer, range-checked later
+        return np.dtype(np.int64)
 
 
 def describe(x: Any) -> str:
@@ -137,6 +140,8 @@ def check_int32_range(fn: str, name: str, x: Any) -> None:
     """
     if is_traced(x) or isinstance(x, jax.Array):
         return
+    if isinstance(x, int) and not isinstance(x, bool) and not INT32_MIN <= x <= INT32_MAX:
+        raise ValueError(f"{fn}: `{name}` must fit in int32 [{INT32_MIN}, {INT32_MAX}], got {x}")
     a = np.asarray(x)
     if a.size and jnp.issubdtype(a.dtype, jnp.integer):
         lo, hi = a.min(), a.max()

@@ -67,7 +67,14 @@ def positions_from_offset(
     if isinstance(offset, bool):
         raise TypeError(f"{fn}: `offset` must be an int or an integer array, got {offset!r}")
     if isinstance(offset, (int, np.integer)):
-        checks.check_int32_range(fn, "offset", np.int64(offset))
+        # A static offset is checked with the positions it starts: int32 arithmetic
+        # would wrap offset + t past 2**31 - 1 to negative positions.
+        first, last = int(offset), int(offset) + max(shp[-1], 1) - 1
+        if first < checks.INT32_MIN or last > checks.INT32_MAX:
+            raise ValueError(
+                f"{fn}: `offset` must fit in int32 [{checks.INT32_MIN}, {checks.INT32_MAX}] "
+                f"together with the last position offset + seq - 1 = {last}, got {first}"
+            )
         off = jnp.int32(offset)
     else:
         off = checks.as_int_array(fn, "offset", offset).astype(jnp.int32)
