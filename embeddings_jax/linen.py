@@ -5,14 +5,20 @@ parameters (with logical axis names) and a dtype policy, and forwards to one fun
 """
 
 from embeddings_jax._src.linen_modules import (
+    ALiBi,
     PositionEmbed,
+    RelativePositionBias,
+    RotaryEmbedding,
     SinusoidalPositionEmbed,
     TokenAndPositionEmbed,
     TokenEmbed,
 )
 
 __all__ = (
+    "ALiBi",
     "PositionEmbed",
+    "RelativePositionBias",
+    "RotaryEmbedding",
     "SinusoidalPositionEmbed",
     "TokenAndPositionEmbed",
     "TokenEmbed",

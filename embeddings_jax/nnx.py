@@ -6,14 +6,20 @@ forwards to one function of :mod:`embeddings_jax`.
 """
 
 from embeddings_jax._src.nnx_modules import (
+    ALiBi,
     PositionEmbed,
+    RelativePositionBias,
+    RotaryEmbedding,
     SinusoidalPositionEmbed,
     TokenAndPositionEmbed,
     TokenEmbed,
 )
 
 __all__ = (
+    "ALiBi",
     "PositionEmbed",
+    "RelativePositionBias",
+    "RotaryEmbedding",
     "SinusoidalPositionEmbed",
     "TokenAndPositionEmbed",
     "TokenEmbed",

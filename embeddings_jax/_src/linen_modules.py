@@ -428,3 +428,155 @@ class TokenAndPositionEmbed(nn.Module):
 
 
 # === relative position modules (issue 5) ===
+from embeddings_jax._src.bias import (  # noqa: E402
+    alibi_bias,
+    alibi_slopes,
+    check_alibi_args,
+    check_t5_args,
+    t5_relative_bias,
+)
+from embeddings_jax._src.rotary import RopeScaling, apply_rope  # noqa: E402
+
+__all__ += ["ALiBi", "RelativePositionBias", "RotaryEmbedding"]
+
+RELPOS_AXES = ("relpos_buckets", "heads")
+
+
+class RotaryEmbedding(nn.Module):
+    r"""Rotary position embedding of queries or keys (no parameters).
+
+    .. math:: y = \mathrm{rope}(x, p) \quad\text{(see :func:`embeddings_jax.apply_rope`)}
+
+    Attributes:
+      base: RoPE base (``rope_theta``); ``None``: 10000 or the scaling's ``rope_theta``.
+      layout: ``"half"`` (HF Llama/NeoX) or ``"interleaved"`` (Meta Llama/GPT-J).
+      rotary_dim: number of rotated features; ``None``: all (or the scaling's
+        ``partial_rotary_factor``).
+      scaling: ``None``, a :class:`embeddings_jax.RopeScaling` or a HF rope dict.
+      seq_len: static length for ``dynamic``/``longrope`` scaling.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from embeddings_jax.linen import RotaryEmbedding
+      >>> rope = RotaryEmbedding(scaling={"rope_type": "linear", "factor": 2.0})
+      >>> rope.apply({}, jnp.ones((2, 5, 3, 8)), jnp.arange(5)).shape
+      (2, 5, 3, 8)
+
+    References:
+      Su et al., "RoFormer", 2021, arXiv:2104.09864.
+    """
+
+    base: float | None = None
+    layout: str = "half"
+    rotary_dim: int | None = None
+    scaling: RopeScaling | dict | None = None
+    seq_len: int | None = None
+
+    def __call__(
+        self,
+        x: Float[Array, "*batch seq heads head_dim"],
+        positions: Int[Array, "*batch seq"],
+    ) -> Float[Array, "*batch seq heads head_dim"]:
+        """Rotated ``x`` (same shape and dtype)."""
+        return apply_rope(
+            x, positions, base=self.base, layout=self.layout, rotary_dim=self.rotary_dim,
+            scaling=self.scaling, seq_len=self.seq_len,
+        )
+
+
+class ALiBi(nn.Module):
+    r"""ALiBi attention bias (no parameters): :math:`B_{h,i,j} = -m_h (q_i - k_j)`.
+
+    Attributes:
+      num_heads: total number of heads (the slopes depend on it).
+      mode: ``"causal"`` or ``"symmetric"`` (:math:`-m_h |q_i - k_j|`).
+      head_offset: first head of this module's slice when heads are sharded.
+      num_local_heads: number of heads of the slice; ``None``: all.
+      dtype: bias dtype.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from embeddings_jax.linen import ALiBi
+      >>> ALiBi(num_heads=6).apply({}, jnp.arange(4), jnp.arange(4)).shape
+      (6, 4, 4)
+
+    References:
+      Press et al., "Train Short, Test Long", ICLR 2022, arXiv:2108.12409.
+    """
+
+    num_heads: int
+    mode: str = "causal"
+    head_offset: int = 0
+    num_local_heads: int | None = None
+    dtype: Dtype = jnp.float32
+
+    def __call__(
+        self, q_positions: Int[Array, "*batch q"], k_positions: Int[Array, "*batch k"]
+    ) -> Float[Array, "*batch heads q k"]:
+        """Bias ``[..., heads, q, k]`` to add to the attention logits."""
+        check_alibi_args(type(self).__name__, self.num_heads, self.mode)
+        slopes = alibi_slopes(
+            self.num_heads, head_offset=self.head_offset, num_local_heads=self.num_local_heads
+        )
+        return alibi_bias(q_positions, k_positions, slopes, mode=self.mode, dtype=self.dtype)
+
+
+class RelativePositionBias(nn.Module):
+    r"""T5 relative attention bias with a learned ``[num_buckets, heads]`` table.
+
+    .. math:: B_{h,i,j} = T_{\mathrm{bucket}(k_j - q_i),\, h}
+
+    The table is the parameter ``rel_embedding`` (the T5X/Flaxformer name) with logical
+    axes ``("relpos_buckets", "heads")``; HF's ``relative_attention_bias.weight`` has the
+    same ``[num_buckets, heads]`` layout.
+
+    Attributes:
+      num_heads: number of heads.
+      num_buckets: total buckets (32 in T5).
+      max_distance: distance of the last bucket (128 in T5).
+      bidirectional: encoder (``True``) or decoder (``False``) bucketing.
+      dtype: bias dtype; ``None``: the parameter dtype.
+      param_dtype: table dtype (float32).
+      embedding_init: table initializer.
+      logical_axes: logical axis names of the table, or ``None``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from embeddings_jax.linen import RelativePositionBias
+      >>> rpb = RelativePositionBias(num_heads=2)
+      >>> variables = rpb.init(jax.random.key(0), jnp.arange(3), jnp.arange(5))
+      >>> rpb.apply(variables, jnp.arange(3), jnp.arange(5)).shape
+      (2, 3, 5)
+
+    References:
+      Raffel et al., "Exploring the Limits of Transfer Learning ...", JMLR 2020,
+      arXiv:1910.10683. Hugging Face ``T5Attention.compute_bias``.
+    """
+
+    num_heads: int
+    num_buckets: int = 32
+    max_distance: int = 128
+    bidirectional: bool = True
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    embedding_init: Initializer = default_embed_init
+    logical_axes: AxisNames | None = RELPOS_AXES
+
+    @nn.compact
+    def __call__(
+        self, q_positions: Int[Array, "*batch q"], k_positions: Int[Array, "*batch k"]
+    ) -> Float[Array, "*batch heads q k"]:
+        """Bias ``[..., heads, q, k]`` to add to the attention logits."""
+        fn = type(self).__name__
+        checks.static_int(fn, "num_heads", self.num_heads, minimum=1)
+        check_t5_args(fn, self.bidirectional, self.num_buckets, self.max_distance)
+        if self.dtype is not None:
+            checks.check_float_dtype(fn, "dtype", self.dtype)
+        table = _param(
+            self, "rel_embedding", self.embedding_init, (self.num_buckets, self.num_heads),
+            self.param_dtype, self.logical_axes,
+        )
+        return t5_relative_bias(
+            q_positions, k_positions, table, bidirectional=self.bidirectional,
+            max_distance=self.max_distance, dtype=self.dtype,
+        )

@@ -366,3 +366,163 @@ class TokenAndPositionEmbed(nnx.Module):
 
 
 # === relative position modules (issue 5) ===
+from embeddings_jax._src.bias import (  # noqa: E402
+    alibi_bias,
+    alibi_slopes,
+    check_alibi_args,
+    check_t5_args,
+    t5_relative_bias,
+)
+from embeddings_jax._src.rotary import RopeScaling, apply_rope, resolve_scaling  # noqa: E402
+
+__all__ += ["ALiBi", "RelativePositionBias", "RotaryEmbedding"]
+
+RELPOS_AXES = ("relpos_buckets", "heads")
+
+
+class RotaryEmbedding(nnx.Module):
+    r"""Rotary position embedding (no parameters); see :func:`embeddings_jax.apply_rope`.
+
+    The same arguments as :class:`embeddings_jax.linen.RotaryEmbedding`; a HF rope dict
+    given as ``scaling`` is parsed once here into a :class:`embeddings_jax.RopeScaling`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from embeddings_jax.nnx import RotaryEmbedding
+      >>> rope = RotaryEmbedding(layout="interleaved", rotary_dim=4)
+      >>> rope(jnp.ones((5, 3, 8)), jnp.arange(5)).shape
+      (5, 3, 8)
+
+    References:
+      Su et al., "RoFormer", 2021, arXiv:2104.09864.
+    """
+
+    def __init__(
+        self,
+        *,
+        base: float | None = None,
+        layout: str = "half",
+        rotary_dim: int | None = None,
+        scaling: RopeScaling | dict | None = None,
+        seq_len: int | None = None,
+    ):
+        fn = type(self).__name__
+        checks.check_choice(fn, "layout", layout, ("half", "interleaved"))
+        self.base = base
+        self.layout = layout
+        self.rotary_dim = rotary_dim
+        self.scaling = resolve_scaling(fn, scaling)
+        self.seq_len = seq_len
+
+    def __call__(
+        self,
+        x: Float[Array, "*batch seq heads head_dim"],
+        positions: Int[Array, "*batch seq"],
+    ) -> Float[Array, "*batch seq heads head_dim"]:
+        """Rotated ``x`` (same shape and dtype)."""
+        return apply_rope(
+            x, positions, base=self.base, layout=self.layout, rotary_dim=self.rotary_dim,
+            scaling=self.scaling, seq_len=self.seq_len,
+        )
+
+
+class ALiBi(nnx.Module):
+    r"""ALiBi attention bias (no parameters): :math:`B_{h,i,j} = -m_h (q_i - k_j)`.
+
+    See :class:`embeddings_jax.linen.ALiBi` for the arguments.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from embeddings_jax.nnx import ALiBi
+      >>> ALiBi(6)(jnp.arange(4), jnp.arange(4)).shape
+      (6, 4, 4)
+
+    References:
+      Press et al., "Train Short, Test Long", ICLR 2022, arXiv:2108.12409.
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        *,
+        mode: str = "causal",
+        head_offset: int = 0,
+        num_local_heads: int | None = None,
+        dtype: Dtype = jnp.float32,
+    ):
+        fn = type(self).__name__
+        check_alibi_args(fn, num_heads, mode)
+        checks.check_float_dtype(fn, "dtype", dtype)
+        alibi_slopes(num_heads, head_offset=head_offset, num_local_heads=num_local_heads)
+        self.num_heads = num_heads
+        self.mode = mode
+        self.head_offset = head_offset
+        self.num_local_heads = num_local_heads
+        self.dtype = dtype
+
+    def __call__(
+        self, q_positions: Int[Array, "*batch q"], k_positions: Int[Array, "*batch k"]
+    ) -> Float[Array, "*batch heads q k"]:
+        """Bias ``[..., heads, q, k]`` to add to the attention logits."""
+        slopes = alibi_slopes(
+            self.num_heads, head_offset=self.head_offset, num_local_heads=self.num_local_heads
+        )
+        return alibi_bias(q_positions, k_positions, slopes, mode=self.mode, dtype=self.dtype)
+
+
+class RelativePositionBias(nnx.Module):
+    r"""T5 relative attention bias with a learned ``[num_buckets, heads]`` table.
+
+    .. math:: B_{h,i,j} = T_{\mathrm{bucket}(k_j - q_i),\, h}
+
+    The table is ``self.rel_embedding`` (an ``nnx.Param``); see
+    :class:`embeddings_jax.linen.RelativePositionBias` for the arguments.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from embeddings_jax.nnx import RelativePositionBias
+      >>> rpb = RelativePositionBias(2, rngs=nnx.Rngs(0))
+      >>> rpb(jnp.arange(3), jnp.arange(5)).shape
+      (2, 3, 5)
+
+    References:
+      Raffel et al., JMLR 2020, arXiv:1910.10683. Hugging Face ``T5Attention.compute_bias``.
+    """
+
+    def __init__(
+        self,
+        num_heads: int,
+        *,
+        num_buckets: int = 32,
+        max_distance: int = 128,
+        bidirectional: bool = True,
+        dtype: Dtype | None = None,
+        param_dtype: Dtype = jnp.float32,
+        embedding_init: Initializer = default_embed_init,
+        logical_axes: AxisNames | None = RELPOS_AXES,
+        rngs: nnx.Rngs,
+    ):
+        fn = type(self).__name__
+        checks.static_int(fn, "num_heads", num_heads, minimum=1)
+        check_t5_args(fn, bidirectional, num_buckets, max_distance)
+        if dtype is not None:
+            checks.check_float_dtype(fn, "dtype", dtype)
+        checks.check_float_dtype(fn, "param_dtype", param_dtype)
+        self.rel_embedding = _param(
+            rngs, embedding_init, (num_buckets, num_heads), param_dtype, logical_axes
+        )
+        self.num_heads = num_heads
+        self.num_buckets = num_buckets
+        self.max_distance = max_distance
+        self.bidirectional = bidirectional
+        self.dtype = dtype
+
+    def __call__(
+        self, q_positions: Int[Array, "*batch q"], k_positions: Int[Array, "*batch k"]
+    ) -> Float[Array, "*batch heads q k"]:
+        """Bias ``[..., heads, q, k]`` to add to the attention logits."""
+        return t5_relative_bias(
+            q_positions, k_positions, self.rel_embedding[...],
+            bidirectional=self.bidirectional, max_distance=self.max_distance, dtype=self.dtype,
+        )
