@@ -1,0 +1,218 @@
+"""Sharding over 8 host devices (conftest): sharded == single device; no table all-gather."""
+
+import re
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.experimental import checkify
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import embeddings_jax as ej
+from embeddings_jax import linen as ejl
+from embeddings_jax import nnx as ejn
+
+V, D, L = 64, 16, 32
+
+pytestmark = pytest.mark.skipif(
+    jax.device_count() < 8, reason="needs XLA_FLAGS=--xla_force_host_platform_device_count=8"
+)
+
+
+def _mesh(explicit=False):
+    kind = AxisType.Explicit if explicit else AxisType.Auto
+    return jax.make_mesh((2, 4), ("data", "model"), axis_types=(kind, kind))
+
+
+def _ids(key, shape, lo=0, hi=V):
+    return jax.random.randint(key, shape, lo, hi, dtype=jnp.int32)
+
+
+def _eq(a, b):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _table_all_gathers(hlo: str, rows: int, cols: int) -> list[str]:
+    """HLO lines that all-gather something of the (full) table's shape."""
+    shape = re.compile(rf"\[{rows},{cols}\]")
+    return [ln for ln in hlo.splitlines() if "all-gather" in ln and shape.search(ln)]
+
+
+# Logical axis -> mesh axis. "embed" on the data axis too in the 2-D case.
+RULES_1D = (("batch", "data"), ("vocab", "model"), ("length", None), ("embed", None))
+RULES_2D = (("batch", "data"), ("vocab", "model"), ("length", "model"), ("embed", "data"))
+
+
+@pytest.mark.parametrize("rules", [RULES_1D, RULES_2D], ids=["vocab", "vocab+embed"])
+def test_linen_sharded_equals_single_device(key, rules):
+    mesh = _mesh()
+    ids = _ids(key, (4, 8))
+    m = ejl.TokenAndPositionEmbed(V, D, max_len=L, scale=4.0, layer_norm=True)
+    variables = m.init(key, ids)
+    single = jax.jit(m.apply)(variables, ids)
+
+    shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(variables), mesh, rules)
+    sharded_vars = jax.device_put(variables, shardings)
+    table = sharded_vars["params"]["token_embed"]["embedding"].value
+    assert table.sharding.spec == P("model", rules[-1][1])
+    ids_s = jax.device_put(ids, NamedSharding(mesh, P("data", None)))
+    apply = jax.jit(m.apply)
+    y = apply(sharded_vars, ids_s)
+    if rules is RULES_1D:  # every row on one device: the same arithmetic, bit for bit
+        _eq(y, single)
+    else:  # LayerNorm statistics summed across the "embed" shards: float32 reassociation
+        np.testing.assert_allclose(y, single, rtol=1e-6, atol=1e-6)
+    # GSPMD looks rows up where they live: no all-gather of the token table.
+    hlo = apply.lower(sharded_vars, ids_s).compile().as_text()
+    assert _table_all_gathers(hlo, V, D) == []
+
+
+def test_linen_sharded_init_and_gradients(key):
+    """Parameters created sharded (jit out_shardings) train to the same gradients."""
+    mesh = _mesh()
+    ids = _ids(key, (4, 8))
+    m = ejl.TokenAndPositionEmbed(V, D, max_len=L, position="learned")
+    abstract = jax.eval_shape(m.init, key, ids)
+    shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, RULES_1D)
+    sharded = jax.jit(m.init, out_shardings=shardings)(key, ids)
+    jax.tree.map(_eq, nn.meta.unbox(sharded), nn.meta.unbox(jax.jit(m.init)(key, ids)))
+
+    def loss(v, x):
+        return jnp.sum(m.apply(v, x) ** 2)
+
+    g_single = jax.jit(jax.grad(loss))(m.init(key, ids), ids)
+    g_sharded = jax.jit(jax.grad(loss))(sharded, ids)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6),
+        nn.meta.unbox(g_sharded),
+        nn.meta.unbox(g_single),
+    )
+
+
+def test_nnx_eager_sharding_under_a_mesh(key):
+    mesh = _mesh()
+    ids = _ids(key, (4, 8))
+    single = ejn.TokenAndPositionEmbed(V, D, max_len=L, layer_norm=True, rngs=nnx.Rngs(0))
+    with jax.set_mesh(mesh), nn.logical_axis_rules(RULES_2D):
+        m = ejn.TokenAndPositionEmbed(V, D, max_len=L, layer_norm=True, rngs=nnx.Rngs(0))
+    table = m.token_embed.embedding[...]
+    assert table.sharding.spec == P("model", "data")
+    _eq(table, single.token_embed.embedding[...])
+    y = nnx.jit(lambda m, x: m(x))(m, jax.device_put(ids, NamedSharding(mesh, P("data"))))
+    np.testing.assert_allclose(y, nnx.jit(lambda m, x: m(x))(single, ids), rtol=1e-6, atol=1e-6)
+
+
+# --- vocab-parallel lookup ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("explicit", [False, True], ids=["auto", "explicit"])
+@pytest.mark.parametrize(
+    "axes",
+    [
+        dict(vocab_axis="model", batch_axis="data"),
+        dict(vocab_axis="model", batch_axis=None, features_axis="data"),
+        dict(vocab_axis=("data", "model"), batch_axis=None),
+    ],
+    ids=["vocab|batch", "vocab|features", "vocab over both"],
+)
+def test_vocab_parallel_embed_equals_embed_without_gathering_the_table(key, axes, explicit):
+    mesh = _mesh(explicit)
+    table = jax.random.normal(key, (V, D))
+    ids = _ids(jax.random.key(1), (4, 6))
+    v_axes = axes["vocab_axis"]
+    table_s = jax.device_put(table, NamedSharding(mesh, P(v_axes, axes.get("features_axis"))))
+    ids_s = jax.device_put(ids, NamedSharding(mesh, P(axes.get("batch_axis"), None)))
+
+    f = jax.jit(lambda t, i: ej.vocab_parallel_embed(t, i, mesh=mesh, **axes))
+    y = f(table_s, ids_s)
+    _eq(y, np.asarray(table)[np.asarray(ids)])
+    want = NamedSharding(mesh, P(axes.get("batch_axis"), None, axes.get("features_axis")))
+    assert y.sharding.is_equivalent_to(want, y.ndim)
+    hlo = f.lower(table_s, ids_s).compile().as_text()
+    assert _table_all_gathers(hlo, V, D) == []
+    assert "all-gather" not in hlo
+    assert "all-reduce" in hlo  # the one psum of the partial rows
+
+    # The gradient is each shard's own scatter: equal to the dense one, still no gather.
+    def loss(t):
+        return jnp.sum(ej.vocab_parallel_embed(t, ids_s, mesh=mesh, **axes) ** 2)
+
+    grad = jax.jit(jax.grad(loss))
+    g = grad(table_s)
+    _eq(g, jax.grad(lambda t: jnp.sum(ej.embed(t, ids) ** 2))(table))
+    assert g.sharding.is_equivalent_to(table_s.sharding, 2)
+    assert "all-gather" not in grad.lower(table_s).compile().as_text()
+
+
+@pytest.mark.parametrize("policy", ["clip", "zero", "nan"])
+def test_vocab_parallel_out_of_range_matches_embed(key, policy):
+    mesh = _mesh()
+    table = jax.random.normal(key, (V, D))
+    ids = jnp.array([[0, V - 1, V, -1], [3, V + 7, 5, -9]], jnp.int32)
+    y = jax.jit(
+        lambda t, i: ej.vocab_parallel_embed(
+            t, i, mesh=mesh, batch_axis="data", out_of_range=policy
+        )
+    )(table, ids)
+    _eq(y, ej.embed(table, ids, out_of_range=policy))
+
+
+def test_vocab_parallel_error_policy(key):
+    mesh = _mesh()
+    table = jax.random.normal(key, (V, D))
+    bad = jnp.array([[1, V]], jnp.int32)
+    with pytest.raises(ValueError, match=r"`ids` must be in \[0, 64\).*got ids\[\(0, 1\)\] = 64"):
+        ej.vocab_parallel_embed(table, bad, mesh=mesh)
+    f = jax.jit(lambda t, i: ej.vocab_parallel_embed(t, i, mesh=mesh))
+    err, y = checkify.checkify(f)(table, bad)
+    with pytest.raises(checkify.JaxRuntimeError, match="out of range"):
+        err.throw()
+    assert bool(jnp.isnan(y[0, 1]).all()) and not bool(jnp.isnan(y[0, 0]).any())
+
+
+def test_vocab_parallel_bfloat16_rows_are_exact(key):
+    mesh = _mesh()
+    table = jax.random.normal(key, (V, D)).astype(jnp.bfloat16)
+    ids = _ids(key, (2, 5))
+    y = ej.vocab_parallel_embed(table, ids, mesh=mesh, dtype=jnp.float32)
+    assert y.dtype == jnp.float32
+    _eq(y, np.asarray(table.astype(jnp.float32))[np.asarray(ids)])
+
+
+def test_vocab_parallel_attend(key):
+    mesh = _mesh()
+    table = jax.random.normal(key, (V, D))
+    x = jax.random.normal(jax.random.key(2), (4, 3, D))
+    f = jax.jit(lambda t, x: ej.vocab_parallel_attend(t, x, mesh=mesh, batch_axis="data"))
+    logits = f(jax.device_put(table, NamedSharding(mesh, P("model", None))), x)
+    want = np.einsum("bsd,vd->bsv", np.asarray(x, np.float64), np.asarray(table, np.float64))
+    np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-5)  # float32 dot, 16 terms
+    assert logits.sharding.spec == P("data", None, "model")
+    hlo = f.lower(table, x).compile().as_text()
+    assert _table_all_gathers(hlo, V, D) == []
+
+
+def test_vocab_parallel_errors(key):
+    mesh = _mesh()
+    table = jnp.zeros((V + 2, D))
+    ids = jnp.zeros((2, 3), jnp.int32)
+    with pytest.raises(
+        ValueError, match=r"the vocab size table.shape\[0\] must be divisible by the 4"
+    ):
+        ej.vocab_parallel_embed(table, ids, mesh=mesh)
+    with pytest.raises(ValueError, match=r"`vocab_axis` must name axes of the mesh"):
+        ej.vocab_parallel_embed(table[:V], ids, mesh=mesh, vocab_axis="tensor")
+    with pytest.raises(TypeError, match=r"`mesh` must be a jax.sharding.Mesh, got tuple"):
+        ej.vocab_parallel_embed(table[:V], ids, mesh=(2, 4))
+    with pytest.raises(TypeError, match=r"`ids` must be an integer array"):
+        ej.vocab_parallel_embed(table[:V], ids.astype(jnp.float32), mesh=mesh)
+    with pytest.raises(ValueError, match=r"ids.shape\[0\] must be divisible by the 2 shards"):
+        ej.vocab_parallel_embed(
+            table[:V], jnp.zeros((3, 2), jnp.int32), mesh=mesh, batch_axis="data"
+        )
+    with pytest.raises(ValueError, match=r"`x` must have last axis features=16"):
+        ej.vocab_parallel_attend(table[:V], jnp.ones((2, 8)), mesh=mesh)
