@@ -23,7 +23,7 @@ from embeddings_jax._src.lookup import (
     OUT_OF_RANGE_POLICIES,
     check_ids_on_host,
 )
-from embeddings_jax._src.positions import positions_from_offset, positions_from_segments
+from embeddings_jax._src.positions import positions_from_segments
 from embeddings_jax._src.sinusoidal import SinusoidalConvention, get_convention, sinusoidal
 from embeddings_jax._src.typing import Array, Dtype
 
@@ -260,13 +260,3 @@ def token_and_position(
     if norm is not None:
         x = layer_norm(x, norm[0], norm[1], norm_eps)
     return x.astype(out_dtype)
-
-
-def positions_for(ids_shape: tuple[int, ...], offset=0) -> Array:
-    """``arange(seq) + offset`` broadcast to ``ids_shape`` (re-exported for examples)."""
-    seq = ids_shape[-1]
-    lead = ids_shape[:-1]
-    off = offset
-    if not isinstance(off, (int, np.integer)) and np.ndim(off) == 1:
-        return jnp.broadcast_to(positions_from_offset((lead[0], seq), off), ids_shape)
-    return jnp.broadcast_to(positions_from_offset((seq,), off), ids_shape)
