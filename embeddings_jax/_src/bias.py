@@ -118,7 +118,21 @@ def _relative(fn: str, q_positions, k_positions) -> Array:
             f"{fn}: `k_positions` leading axes must broadcast with those of `q_positions` "
             f"{tuple(q.shape[:-1])}, got shape {tuple(k.shape)}"
         )
-    return k[..., None, None, :] - q[..., None, :, None]
+    return _saturating_sub(k[..., None, None, :], q[..., None, :, None])
+
+
+def _saturating_sub(a: Array, b: Array) -> Array:
+    """``a - b`` for int32, saturating at the int32 limits instead of wrapping.
+
+    Positions anywhere in int32 give differences up to ``2**32 - 1`` in size; a wrapped
+    difference would flip sign (a far key would look near). Both ALiBi (linear in the
+    distance, where float32 keeps 24 significant bits of such a distance anyway) and T5
+    (buckets saturate at ``max_distance``) only need the sign and a saturated size.
+    """
+    d = a - b
+    overflow = ((a ^ b) & (a ^ d)) < 0  # operands of different signs, result sign flipped
+    limit = jnp.where(a >= 0, jnp.int32(2**31 - 1), jnp.int32(-(2**31)))
+    return jnp.where(overflow, limit, d)
 
 
 def alibi_bias(
@@ -177,9 +191,21 @@ def alibi_bias(
     m = jnp.asarray(slopes)
     checks.check_ndim(fn, "slopes", m, 1, axes="heads")
     rel = _relative(fn, q_positions, k_positions)  # [..., 1, q, k]
-    dist = rel if mode == "causal" else -jnp.abs(rel)
+    # Where k - q saturated (|k - q| >= 2**31), use the true distance to float32 precision.
+    relf = rel.astype(jnp.float32)
+    saturated = (rel == jnp.int32(2**31 - 1)) | (rel == jnp.int32(-(2**31)))
+    nd = rel.ndim - 2  # rank of the broadcast position arrays
+    qf, kf = (
+        checks.as_int_array(fn, n, v).astype(jnp.float32)
+        for n, v in (("q_positions", q_positions), ("k_positions", k_positions))
+    )
+    far = kf.reshape((1,) * (nd - kf.ndim) + kf.shape)[..., None, None, :] - qf.reshape(
+        (1,) * (nd - qf.ndim) + qf.shape
+    )[..., None, :, None]
+    relf = jnp.where(saturated, far, relf)
+    dist = relf if mode == "causal" else -jnp.abs(relf)
     m = m.astype(jnp.float32).reshape((1,) * (rel.ndim - 3) + (m.shape[0], 1, 1))
-    return (dist.astype(jnp.float32) * m).astype(dt)
+    return (dist * m).astype(dt)
 
 
 def check_alibi_args(fn: str, num_heads, mode) -> int:

@@ -269,8 +269,8 @@ def rope_scaling_from_hf(
     if unknown:
         allowed = sorted(required | optional | _COMMON_KEYS)
         raise ValueError(
-            f"{fn}: `params` has unknown key {unknown[0]!r} for rope_type={t!r}; allowed keys are "
-            f"{allowed}"
+            f"{fn}: `params` must only have keys {allowed} for rope_type={t!r}, got unknown "
+            f"key {unknown[0]!r}"
         )
     kw: dict[str, Any] = {}
     for k in keys:
