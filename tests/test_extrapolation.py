@@ -1,0 +1,177 @@
+"""The length-extrapolation experiment: task data, model wiring, and a ``--quick`` smoke run."""
+
+import argparse
+import csv
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from embeddings_jax.experiments import extrapolation as ex
+
+TINY = dict(vocab=8, max_len=16, features=16, heads=2, layers=1, mlp=32)
+
+
+# ------------------------------------------------------------------------------- data
+
+
+def test_data_is_a_pure_function_of_the_key():
+    kw = dict(batch=3, length=20, vocab=7, lag=3)
+    a = ex.delayed_copy_batch(jax.random.key(5), **kw)
+    b = ex.delayed_copy_batch(jax.random.key(5), **kw)
+    c = ex.delayed_copy_batch(jax.random.key(6), **kw)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_data_under_jit_matches_eager():
+    kw = dict(batch=2, length=12, vocab=5, lag=2)
+    eager = ex.delayed_copy_batch(jax.random.key(1), **kw)
+    jitted = jax.jit(lambda k: ex.delayed_copy_batch(k, **kw))(jax.random.key(1))
+    for x, y in zip(eager, jitted, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("lag", [1, 4])
+def test_data_defines_the_delayed_copy_task(lag):
+    vocab, length = 6, 30
+    tokens, targets, weights = map(
+        np.asarray,
+        ex.delayed_copy_batch(jax.random.key(0), batch=4, length=length, vocab=vocab, lag=lag),
+    )
+    assert tokens.shape == targets.shape == weights.shape == (4, length)
+    assert tokens.dtype == targets.dtype == np.int32 and weights.dtype == np.float32
+    assert (tokens[:, 0] == ex.BOS).all()
+    assert ((tokens[:, 1:] >= 1) & (tokens[:, 1:] < vocab)).all()
+    # Written from the definition, one position at a time.
+    for t in range(length):
+        if t > lag:
+            assert weights[0, t] == 1.0
+            np.testing.assert_array_equal(targets[:, t], tokens[:, t - lag])
+        else:
+            assert weights[0, t] == 0.0
+    # Every data token is used (i.i.d. uniform): all of 1..vocab-1 appear.
+    assert set(np.unique(tokens[:, 1:])) == set(range(1, vocab))
+
+
+def test_data_errors():
+    with pytest.raises(ValueError, match=r"delayed_copy_batch: `length` must be > lag \+ 1 = 4"):
+        ex.delayed_copy_batch(jax.random.key(0), batch=1, length=4, vocab=5, lag=3)
+    with pytest.raises(ValueError, match="delayed_copy_batch: `vocab` must be >= 3, got 2"):
+        ex.delayed_copy_batch(jax.random.key(0), batch=1, length=8, vocab=2, lag=1)
+    with pytest.raises(ValueError, match="delayed_copy_batch: `lag` must be >= 1, got 0"):
+        ex.delayed_copy_batch(jax.random.key(0), batch=1, length=8, vocab=5, lag=0)
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="ExperimentConfig: `methods` must be one of"):
+        ex.ExperimentConfig(methods=("xpos",))
+    with pytest.raises(ValueError, match=r"ExperimentConfig: `lag` must be < train_len - 1"):
+        ex.ExperimentConfig(lag=70)
+    with pytest.raises(ValueError, match=r"ExperimentConfig: `features` must be a multiple"):
+        ex.ExperimentConfig(features=60, heads=4)
+
+
+# ------------------------------------------------------------------------------ model
+
+
+def _init(method, length=16, **kw):
+    model = ex.TinyDecoder(method, **{**TINY, **kw})
+    return model, model.init(jax.random.key(0), jnp.zeros((1, length), jnp.int32))["params"]
+
+
+def test_parameter_budget_differs_only_by_the_position_parameters():
+    counts = {m: ex.param_count(_init(m)[1]) for m in ex.METHODS}
+    base = counts["none"]
+    for m in ("sinusoidal", "rope", "rope_pi", "alibi"):
+        assert counts[m] == base, m
+    assert counts["learned"] == base + TINY["max_len"] * TINY["features"]
+    assert counts["t5"] == base + ex.T5_NUM_BUCKETS * TINY["heads"]
+
+
+@pytest.mark.parametrize("method", ex.METHODS)
+def test_model_is_causal_and_runs_past_the_training_length(method):
+    model, params = _init(method)
+    ids = jax.random.randint(jax.random.key(1), (2, 40), 1, TINY["vocab"], dtype=jnp.int32)
+    logits = model.apply({"params": params}, ids)
+    assert logits.shape == (2, 40, TINY["vocab"]) and logits.dtype == jnp.float32
+    assert bool(jnp.isfinite(logits).all())
+    changed = model.apply({"params": params}, ids.at[:, 30].set(0))
+    np.testing.assert_array_equal(logits[:, :30], changed[:, :30])
+    assert not np.allclose(logits[:, 30:], changed[:, 30:])
+
+
+def test_learned_positions_past_max_len_read_the_last_row():
+    # "clip": positions >= max_len all use row max_len - 1, so with a constant token
+    # the first layer input is the same at positions 15, 16, ..., 39.
+    model, params = _init("learned")
+    emb = params["embed"]
+    table = emb["token_embed"]["embedding"]
+    rows = emb["position_embed"]["embedding"]
+    ids = jnp.full((1, 40), 3, jnp.int32)
+    _, state = model.apply(
+        {"params": params}, ids, capture_intermediates=lambda mdl, _: mdl.name == "embed"
+    )
+    x = state["intermediates"]["embed"]["__call__"][0]
+    want = np.asarray(table[3]) * TINY["features"] ** 0.5 + np.asarray(rows[15])
+    for t in (15, 16, 39):
+        np.testing.assert_allclose(x[0, t], want, rtol=1e-6, atol=1e-6)
+
+
+def test_rope_pi_at_the_training_length_is_rope():
+    _, params = _init("rope")
+    ids = jnp.arange(16, dtype=jnp.int32)[None, :] % TINY["vocab"]
+    rope = ex.TinyDecoder("rope", **TINY).apply({"params": params}, ids)
+    pi1 = ex.TinyDecoder("rope_pi", **TINY, rope_factor=1.0).apply({"params": params}, ids)
+    pi2 = ex.TinyDecoder("rope_pi", **TINY, rope_factor=2.0).apply({"params": params}, ids)
+    np.testing.assert_array_equal(rope, pi1)
+    assert not np.allclose(rope, pi2)
+
+
+# ----------------------------------------------------------------- training and smoke
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """The real ``--quick`` command, once: CSV, PNG and Markdown in a temp folder."""
+    out = tmp_path_factory.mktemp("extrapolation")
+    parser = ex.add_arguments(argparse.ArgumentParser())
+    assert ex.main(parser.parse_args(["--quick", "--out", str(out), "--no-progress"])) == 0
+    with open(out / "extrapolation.csv") as f:
+        rows = list(csv.DictReader(f))
+    return out, rows
+
+
+def test_quick_run_writes_every_method_and_length(quick_run):
+    out, rows = quick_run
+    cfg = ex.ExperimentConfig.quick()
+    assert list(rows[0]) == list(ex.CSV_COLUMNS)
+    got = {(r["method"], int(r["seed"]), int(r["eval_len"])) for r in rows}
+    assert got == {(m, s, n) for m in ex.METHODS for s in cfg.seeds for n in cfg.eval_lens}
+    assert len(rows) == len(got)
+    for r in rows:
+        assert 0.0 <= float(r["accuracy"]) <= 1.0 and np.isfinite(float(r["loss"]))
+    assert (out / "extrapolation.png").stat().st_size > 1000
+    assert "| rope |" in (out / "extrapolation.md").read_text()
+
+
+def test_trained_model_beats_chance_at_the_training_length(quick_run):
+    # These learn the delayed copy within the quick budget (ALiBi with 2 heads, slopes
+    # 1/16 and 1/256, does not); chance is 1/(V-1).
+    _, rows = quick_run
+    cfg = ex.ExperimentConfig.quick()
+    chance = 1.0 / (cfg.vocab - 1)
+    for r in rows:
+        if r["method"] in ("learned", "rope", "t5") and int(r["eval_len"]) == cfg.train_len:
+            assert float(r["accuracy"]) > 3 * chance, r
+
+
+def test_summary_statistics():
+    rows = [
+        dict(method="a", seed=s, eval_len=8, accuracy=acc, params=1)
+        for s, acc in enumerate([0.2, 0.5, 0.8])
+    ]
+    assert ex.summarize(rows) == {("a", 8): pytest.approx((0.5, 0.2, 0.8))}
+    assert "| a | 1 | 0.500 (0.200–0.800) |" in ex.markdown_table(rows)
