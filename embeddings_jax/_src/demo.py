@@ -129,7 +129,7 @@ def train_copy_task(
     seq = model.max_len if seq is None else seq
     key = jax.random.key(seed)
     k_init, k_data = jax.random.split(key)
-    params = model.init(k_init, jnp.zeros((1, seq), jnp.int32))["params"]
+    params = jax.jit(model.init)(k_init, jnp.zeros((1, seq), jnp.int32))["params"]
     opt = optax.adam(learning_rate)
     opt_state = opt.init(params)
 

@@ -257,7 +257,8 @@ def hidden_states_from_intermediates(
     name, x)``. Nested module names are joined with ``/``; the ``__call__`` level that
     ``capture_intermediates`` adds and the tuple index that ``sow`` adds are dropped
     (a second value in the same tuple gets a ``#i`` suffix). Insertion order (the order
-    in which the layers ran) is kept.
+    in which the layers ran) is kept; note that arrays returned from ``jax.jit`` come
+    back with their dict keys sorted, so name layers so that they sort in order there.
 
     Args:
       intermediates: the ``"intermediates"`` dict (or the whole mutated-state dict that
