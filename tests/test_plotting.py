@@ -40,3 +40,20 @@ def test_only_selects_figures(tmp_path):
 def test_unknown_figure_is_rejected(tmp_path):
     with pytest.raises(SystemExit):
         _args(tmp_path, "--only", "nope")
+
+
+def test_readme_pictures_exist():
+    """Every docs/figures picture the README links to is committed and not blank."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    figures = sorted((root / "docs" / "figures").glob("*.png"))
+    assert len(figures) >= 2
+    for path in figures:
+        _check_png(path)
+    readme = root / "README.md"
+    text = readme.read_text() if readme.exists() else ""
+    links = re.findall(r"(docs/figures/[\w.-]+\.png)", text)
+    for link in links:
+        assert (root / link).exists(), f"README links to missing {link}"
