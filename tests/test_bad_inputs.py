@@ -1429,6 +1429,8 @@ def _offset_last_position_int32_max():
 E0 = jnp.zeros((2, 0), jnp.int32)
 B0 = jnp.zeros((0, 3), jnp.int32)
 BEHAVIOURS = [
+    Ok("modules-position-embed-message-names-positions", lambda: _position_embed_message()),
+    Ok("modules-nnx-sinusoidal-convention-checked-early", lambda: _nnx_sinusoidal_convention()),
     Ok("alibi-distance-past-int32-does-not-wrap", lambda: _alibi_far_positions()),
     Ok("embed-seq-0", _shape(lambda: ej.embed(T, E0), (2, 0, 4))),
     Ok("embed-batch-0", _shape(lambda: ej.embed(T, B0), (0, 3, 4))),
@@ -1606,18 +1608,6 @@ KNOWN_BAD = [
         _eaa_offset_2d,
         "compose.py (helper C): a 2-D offset is reported by positions_from_offset with "
         "'batch=?', not by embed_and_add",
-    ),
-    (
-        "modules-position-embed-message",
-        _position_embed_message,
-        "linen_modules.py (helper A): PositionEmbed out-of-range error says "
-        "'embed: `ids` ... (the vocabulary size)'",
-    ),
-    (
-        "modules-nnx-sinusoidal-convention-unchecked",
-        _nnx_sinusoidal_convention,
-        "nnx_modules.py (helper A): nnx SinusoidalPositionEmbed accepts an unknown convention "
-        "at construction (fails only when called)",
     ),
 ]
 

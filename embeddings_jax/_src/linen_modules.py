@@ -167,11 +167,9 @@ class PositionEmbed(nn.Module):
 
     def __call__(self, positions: Int[Array, "*shape"]) -> Float[Array, "*shape features"]:
         """Rows ``P[positions]``: ``positions.shape + (features,)``."""
-        fn = type(self).__name__
-        pos = checks.as_int_array(fn, "positions", positions)
-        return embed(
-            self.embedding, pos, out_of_range=self.out_of_range, method=self.method,
-            dtype=self.dtype,
+        return module_core.position_rows(
+            type(self).__name__, self.embedding, positions, out_of_range=self.out_of_range,
+            method=self.method, dtype=self.dtype,
         )
 
 

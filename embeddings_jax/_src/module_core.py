@@ -22,6 +22,8 @@ from embeddings_jax._src.lookup import (
     METHODS,
     OUT_OF_RANGE_POLICIES,
     check_ids_on_host,
+    lookup_rows,
+    resolve_method,
 )
 from embeddings_jax._src.positions import positions_from_segments
 from embeddings_jax._src.sinusoidal import SinusoidalConvention, get_convention, sinusoidal
@@ -84,6 +86,18 @@ def check_token_and_position(
     if not 0.0 <= rate < 1.0:
         raise ValueError(f"{fn}: `dropout_rate` must be in [0, 1), got {rate}")
     checks.static_float(fn, "layer_norm_epsilon", layer_norm_epsilon, positive=True)
+
+
+def position_rows(fn: str, table: Array, positions: Any, *, out_of_range: str, method: str,
+                  dtype: Dtype) -> Array:
+    """``table[positions]`` for a learned position module; errors name ``positions``."""
+    pos = checks.as_int_array(fn, "positions", positions)
+    table = jnp.asarray(table)
+    return lookup_rows(
+        fn, "positions", table, pos, out_of_range=out_of_range,
+        method=resolve_method(method, table.shape[0], fn), what="max_len",
+        dtype=table.dtype if dtype is None else dtype,
+    )
 
 
 def check_ids(fn: str, ids: Any, *, min_ndim: int = 0) -> Array:

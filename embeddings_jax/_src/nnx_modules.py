@@ -14,7 +14,7 @@ from jax import lax
 
 from embeddings_jax._src import checks, module_core
 from embeddings_jax._src.lookup import attend, embed
-from embeddings_jax._src.sinusoidal import SinusoidalConvention
+from embeddings_jax._src.sinusoidal import SinusoidalConvention, get_convention
 from embeddings_jax._src.typing import Array, Dtype, Float, Initializer, Int
 
 __all__ = [
@@ -165,10 +165,9 @@ class PositionEmbed(nnx.Module):
 
     def __call__(self, positions: Int[Array, "*shape"]) -> Float[Array, "*shape features"]:
         """Rows ``P[positions]``: ``positions.shape + (features,)``."""
-        pos = checks.as_int_array(type(self).__name__, "positions", positions)
-        return embed(
-            self.embedding[...], pos, out_of_range=self.out_of_range, method=self.method,
-            dtype=self.dtype,
+        return module_core.position_rows(
+            type(self).__name__, self.embedding[...], positions, out_of_range=self.out_of_range,
+            method=self.method, dtype=self.dtype,
         )
 
 
@@ -205,6 +204,7 @@ class SinusoidalPositionEmbed(nnx.Module):
         if max_len is not None:
             checks.static_int(fn, "max_len", max_len, minimum=1)
         self.features = features
+        get_convention(convention, fn)  # unknown names fail here, not at the first call
         self.convention = convention
         self.max_len = max_len
         self.out_of_range = out_of_range
