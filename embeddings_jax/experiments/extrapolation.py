@@ -495,7 +495,10 @@ def train(
             return _loss(model.apply({"params": p}, batch[0]), batch[1], batch[2])[0]
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, new_opt_state = opt.update(grads, opt_state, params)
+        # optax's Adam bias correction computes `b1 ** count` (Python float ** int32),
+        # which strict dtype promotion rejects; only the optimiser runs with standard.
+        with jax.numpy_dtype_promotion("standard"):
+            updates, new_opt_state = opt.update(grads, opt_state, params)
         new = (optax.apply_updates(params, updates), new_opt_state)
         # Steps past cfg.steps (the last chunk's overhang) leave the state unchanged.
         params, opt_state = jax.tree_util.tree_map(
