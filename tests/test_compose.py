@@ -109,8 +109,8 @@ def test_no_recompile():
     "call, exc, match",
     [
         (lambda: ej.embed_and_add(TOK, IDS, POS[:, :4]), ValueError, r"embed_and_add: `position` table must have features=8 \(the token_table width\), got shape \(16, 4\)"),
-        (lambda: ej.embed_and_add(TOK, jnp.zeros((1, 17), jnp.int32), POS), ValueError, r"embed_and_add: sequence length 17 \+ offset 0 must be <= max_len 16"),
-        (lambda: ej.embed_and_add(TOK, IDS, POS, offset=12), ValueError, r"sequence length 5 \+ offset 12 must be <= max_len 16 \(the position table length\), got 17"),
+        (lambda: ej.embed_and_add(TOK, jnp.zeros((1, 17), jnp.int32), POS), ValueError, r"embed_and_add: `ids.shape\[-1\]` \+ `offset` must be <= max_len 16 \(the position table length\), got 17 \+ 0 = 17"),
+        (lambda: ej.embed_and_add(TOK, IDS, POS, offset=12), ValueError, r"embed_and_add: `ids.shape\[-1\]` \+ `offset` must be <= max_len 16 \(the position table length\), got 5 \+ 12 = 17"),
         (lambda: ej.embed_and_add(TOK, IDS.astype(jnp.float32), POS), TypeError, r"embed_and_add: `ids` must be an integer array, got dtype float32"),
         (lambda: ej.embed_and_add(TOK, IDS, "rotary"), ValueError, r"embed_and_add: `convention` must be one of 'vaswani', 'tensor2tensor', got 'rotary'"),
         (lambda: ej.embed_and_add(TOK, IDS, 3), ValueError, r"embed_and_add: `position` must be a \[max_len, features\] table, a sinusoid convention"),

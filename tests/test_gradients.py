@@ -181,3 +181,30 @@ def test_vmap_of_grad_matches_loop():
     got = jax.vmap(f, in_axes=(None, 0))(tok, ids[:, None, :])
     for k in range(B):
         np.testing.assert_allclose(got[k], f(tok, ids[k : k + 1]), rtol=1e-6)
+
+
+def test_one_hot_equals_gather_with_non_finite_entries(maybe_jit):
+    tok, _, ids, ct = _data()
+    # NaN, +-inf, and subnormals (XLA's CPU matmul would flush those to zero).
+    t = tok.at[3, 1].set(jnp.nan).at[4, 0].set(jnp.inf).at[5, 2].set(-jnp.inf)
+    t = t.at[6, 0].set(1e-40).at[6, 1].set(-3e-39)
+    ids = ids.at[0, 0].set(3).at[0, 1].set(4).at[0, 2].set(5).at[0, 3].set(6)
+
+    def run(method):
+        return maybe_jit(
+            jax.value_and_grad(
+                lambda t: jnp.sum(
+                    jnp.where(jnp.isfinite(y := ej.embed(t, ids, method=method)), y, 0.0) * ct
+                )
+            )
+        )(t)
+
+    want = np.asarray(t, np.float64)[np.asarray(ids)]
+    y = np.asarray(maybe_jit(lambda t: ej.embed(t, ids, method="one_hot"))(t))
+    np.testing.assert_array_equal(y, want)  # NaN == NaN for assert_array_equal
+    assert y[0, 3, 0] == 1e-40 * np.float32(1) and np.signbit(y[0, 3, 1])
+    (_, g1), (_, g2) = run("one_hot"), run("gather")
+    valid = np.isfinite(want)
+    ref = _scatter_ref(V, ids, np.where(valid, np.asarray(ct), 0.0))
+    np.testing.assert_allclose(g1, ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(g2, ref, rtol=1e-5, atol=1e-6)

@@ -11,6 +11,7 @@ from embeddings_jax._src import checks
 from embeddings_jax._src.lookup import (
     OUT_OF_RANGE_POLICIES,
     acc_dtype,
+    check_array,
     lookup_rows,
     resolve_method,
 )
@@ -21,13 +22,8 @@ from embeddings_jax._src.typing import Array, ArrayLike, Dtype, Float, Int
 __all__ = ["embed_and_add", "layer_norm"]
 
 
-def layer_norm(x: Float[Array, "*shape features"], scale, bias, eps: float = 1e-6):
-    r"""LayerNorm over the last axis with float32 statistics.
-
-    .. math:: y = \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} \gamma + \beta
-
-    ``x`` is normalised in float32 (or wider) and returned in float32/wider; callers cast.
-    """
+def _layer_norm(x: Array, scale, bias, eps: float) -> Array:
+    """LayerNorm without validation (callers validate); float32-or-wider statistics."""
     xf = x.astype(checks.promote_float(x.dtype, jnp.float32))
     mean = jnp.mean(xf, axis=-1, keepdims=True)
     centered = xf - mean
@@ -40,10 +36,82 @@ def layer_norm(x: Float[Array, "*shape features"], scale, bias, eps: float = 1e-
     return y
 
 
+def _check_norm_params(fn: str, names: tuple[str, str], scale, bias, d: int) -> None:
+    for name, v in zip(names, (scale, bias), strict=True):
+        if v is None:
+            continue
+        checks.check_floating(fn, name, v)
+        if tuple(np.shape(v)) != (d,):
+            raise ValueError(
+                f"{fn}: `{name}` must have shape ({d},) (features), got {tuple(np.shape(v))}"
+            )
+
+
+def layer_norm(
+    x: Float[Array, "*shape features"],
+    scale: Float[Array, " features"] | None,
+    bias: Float[Array, " features"] | None,
+    eps: float = 1e-6,
+) -> Float[Array, "*shape features"]:
+    r"""LayerNorm over the last axis, statistics in float32 (or wider).
+
+    .. math::
+
+      \mu = \frac{1}{d}\sum_j x_j,\quad
+      \sigma^2 = \frac{1}{d}\sum_j (x_j - \mu)^2,\quad
+      y = \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}}\,\gamma + \beta
+
+    Args:
+      x: ``[..., features]`` floating array (at least 1-D).
+      scale: ``gamma``, shape ``[features]``, or ``None`` (no scaling).
+      bias: ``beta``, shape ``[features]``, or ``None`` (no shift).
+      eps: ``epsilon`` added to the variance, a finite number ``> 0``.
+
+    Returns:
+      ``x.shape`` array in ``x.dtype`` promoted to at least float32 (callers cast).
+
+    Raises:
+      TypeError: non-floating ``x``/``scale``/``bias``; ``eps`` not a number.
+      ValueError: ``x`` 0-D; ``scale``/``bias`` not of shape ``(features,)``;
+        ``eps`` not finite and ``> 0``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import embeddings_jax as ej
+      >>> ej.layer_norm(jnp.array([[1.0, 3.0]]), jnp.ones(2), jnp.zeros(2), eps=1e-12)
+      Array([[-1.,  1.]], dtype=float32)
+
+    References:
+      Ba, Kiros & Hinton, "Layer Normalization", 2016 (arXiv:1607.06450);
+      ``flax.linen.LayerNorm``.
+    """
+    fn = "layer_norm"
+    checks.check_floating(fn, "x", x)
+    checks.check_ndim(fn, "x", x, min_ndim=1, axes="..., features")
+    _check_norm_params(fn, ("scale", "bias"), scale, bias, np.shape(x)[-1])
+    eps = checks.static_float(fn, "eps", eps, positive=True)
+    return _layer_norm(jnp.asarray(x), scale, bias, eps)
+
+
 def _static_offset(offset) -> int | None:
     if isinstance(offset, (int, np.integer)) and not isinstance(offset, bool):
         return int(offset)
     return None
+
+
+def _check_offset(fn: str, offset, ids_shape: tuple[int, ...]) -> Array:
+    """A non-static ``offset`` as an int array: a scalar, or ``[batch]`` for 2-D ids."""
+    off = checks.as_int_array(fn, "offset", offset)
+    if off.ndim > 1:
+        raise ValueError(
+            f"{fn}: `offset` must be an int or a [batch] int array, got shape {tuple(off.shape)}"
+        )
+    if off.ndim == 1 and (len(ids_shape) != 2 or off.shape[0] != ids_shape[0]):
+        raise ValueError(
+            f"{fn}: a per-row `offset` must have shape [batch] with batch = "
+            f"ids.shape[0] for 2-D ids {tuple(ids_shape)}, got shape {tuple(off.shape)}"
+        )
+    return off
 
 
 def _lead_ones(p: Array, ndim: int) -> Array:
@@ -125,9 +193,10 @@ def embed_and_add(
       positions: explicit integer positions broadcastable to ``ids.shape``.
       offset: int or ``[batch]`` int array added to the default positions.
       segment_ids: ``[..., seq]`` packing ids; positions restart at 0 per segment.
-      scale: multiplier of the token rows (e.g. ``sqrt(features)``), or ``None``.
+      scale: multiplier of the token rows (e.g. ``sqrt(features)``): a number or a
+        scalar array, or ``None``.
       norm: ``(gamma, beta)`` each ``[features]`` to apply LayerNorm after the add.
-      norm_eps: LayerNorm epsilon.
+      norm_eps: LayerNorm epsilon, a finite number ``> 0``.
       out_of_range: policy for ids and positions, as in :func:`embed`.
       method: lookup method, as in :func:`embed`.
       dtype: output dtype; default ``token_table.dtype``.
@@ -136,9 +205,11 @@ def embed_and_add(
       ``ids.shape + (features,)`` array of ``dtype``.
 
     Raises:
-      TypeError: non-integer ids/positions, non-floating tables.
-      ValueError: width mismatch, ``seq + offset > max_len``, shape mismatches, unknown
-        convention/policy/method, concrete out-of-range ids under ``"error"``.
+      TypeError: non-integer ids/positions/offset, non-floating tables, a
+        ``token_table`` that is not an array, a ``scale`` that is not a number.
+      ValueError: width mismatch, ``seq + offset > max_len``, shape mismatches (a
+        2-D ``offset`` included), ``norm_eps <= 0``, unknown convention/policy/method,
+        concrete out-of-range ids under ``"error"``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -155,6 +226,7 @@ def embed_and_add(
       Devlin et al. 2019 (BERT: learned positions, LayerNorm after the sum).
     """
     fn = "embed_and_add"
+    check_array(fn, "token_table", token_table)
     checks.check_floating(fn, "token_table", token_table)
     checks.check_ndim(fn, "token_table", token_table, 2, axes="vocab, features")
     ids = checks.as_int_array(fn, "ids", ids)
@@ -168,6 +240,23 @@ def embed_and_add(
         if dtype is None
         else checks.check_float_dtype(fn, "dtype", dtype)
     )
+
+    if scale is not None and (
+        isinstance(scale, bool)
+        or not (
+            isinstance(scale, (int, float, np.integer, np.floating))
+            or (hasattr(scale, "dtype") and np.shape(scale) == ())
+        )
+    ):
+        raise TypeError(
+            f"{fn}: `scale` must be a number or a scalar array (or None), got "
+            f"{checks.describe(scale)}"
+        )
+    if norm is not None:
+        if not (isinstance(norm, (tuple, list)) and len(norm) == 2):
+            raise ValueError(f"{fn}: `norm` must be a (scale, bias) pair or None, got {norm!r}")
+        _check_norm_params(fn, ("norm[0]", "norm[1]"), norm[0], norm[1], d)
+        eps = checks.static_float(fn, "norm_eps", norm_eps, positive=True)
 
     table = None
     conv = None
@@ -218,23 +307,18 @@ def embed_and_add(
             pos = positions_from_segments(seg)
             static = _static_offset(offset)
             if static is None or static != 0:
-                off = jnp.asarray(offset, jnp.int32)
+                off = _check_offset(fn, offset, ids.shape).astype(jnp.int32)
                 pos = pos + (off[:, None] if off.ndim == 1 else off)
         else:
             static = _static_offset(offset)
             if table is not None and static is not None and seq + static > table.shape[0]:
                 raise ValueError(
-                    f"{fn}: sequence length {seq} + offset {static} must be <= max_len "
-                    f"{table.shape[0]} (the position table length), got {seq + static}"
+                    f"{fn}: `ids.shape[-1]` + `offset` must be <= max_len {table.shape[0]} "
+                    f"(the position table length), got {seq} + {static} = {seq + static}"
                 )
             lead = ids.shape[:-1]
             if static is None:
-                off = checks.as_int_array(fn, "offset", offset)
-                if off.ndim == 1 and (len(lead) != 1 or off.shape[0] != lead[0]):
-                    raise ValueError(
-                        f"{fn}: a per-row `offset` must have shape [batch] with batch = "
-                        f"ids.shape[0] for 2-D ids {tuple(ids.shape)}, got shape {tuple(off.shape)}"
-                    )
+                off = _check_offset(fn, offset, ids.shape)
                 pos = positions_from_offset((lead[0], seq) if off.ndim == 1 else (seq,), off)
             else:
                 pos = positions_from_offset((seq,), static)
@@ -251,6 +335,7 @@ def embed_and_add(
         method=m,
         what="the vocabulary size",
         dtype=acc,
+        table_name="token_table",
     )
     x = tok
     if scale is not None:
@@ -271,17 +356,11 @@ def embed_and_add(
                 method=resolve_method(method, table.shape[0], fn),
                 what="the position table length",
                 dtype=x.dtype,
+                table_name="position",
             )
         x = _add_position(x, p)
     elif conv is not None:
         x = _add_position(x, sinusoidal(pos, d, convention=conv, dtype=x.dtype))
     if norm is not None:
-        if not (isinstance(norm, (tuple, list)) and len(norm) == 2):
-            raise ValueError(f"{fn}: `norm` must be a (scale, bias) pair or None, got {norm!r}")
-        for name, v in zip(("norm[0]", "norm[1]"), norm, strict=True):
-            if v is not None and tuple(np.shape(v)) != (d,):
-                raise ValueError(
-                    f"{fn}: `{name}` must have shape ({d},) (features), got {tuple(np.shape(v))}"
-                )
-        x = layer_norm(x, norm[0], norm[1], checks.static_float(fn, "norm_eps", norm_eps))
+        x = _layer_norm(x, norm[0], norm[1], eps)
     return x.astype(out_dtype)

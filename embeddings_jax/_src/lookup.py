@@ -69,6 +69,115 @@ def _gather_rows_jvp(dtype, primals, tangents):
     return gather_rows(table, idx, dtype), t_rows
 
 
+def check_array(fn: str, name: str, x) -> None:
+    """Raise ``TypeError`` unless ``x`` is an array (JAX/NumPy, or anything with a shape
+    and a dtype); nested lists and scalars are rejected with a message naming ``name``."""
+    if not (hasattr(x, "shape") and hasattr(x, "dtype")):
+        raise TypeError(
+            f"{fn}: `{name}` must be an array (jax.Array or numpy.ndarray), got "
+            f"{type(x).__name__}; wrap it in jnp.asarray(...)"
+        )
+
+
+_UINT = {2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint64}
+
+
+def _classify(table: Array):
+    """``(bits, plain, sub, nan, inf)`` from the bit pattern (CPU arithmetic would read
+    subnormals as zero): plain = finite and normal or zero (a matmul keeps it exactly)."""
+    fi = jnp.finfo(table.dtype)
+    nbits = 8 * np.dtype(table.dtype).itemsize
+    uint = _UINT[nbits // 8]
+    bits = lax.bitcast_convert_type(table, uint)
+    exp_mask = uint(((1 << int(fi.nexp)) - 1) << int(fi.nmant))
+    mant_mask = uint((1 << int(fi.nmant)) - 1)
+    exp, mant = bits & exp_mask, bits & mant_mask
+    special = exp == exp_mask
+    sub = (exp == 0) & (mant != 0)
+    return bits, ~special & ~sub, sub, special & (mant != 0), special & (mant == 0)
+
+
+def _is_plain(table: Array) -> Array:
+    return _classify(table)[1]
+
+
+@jax.custom_jvp
+def _plain_part(table: Array) -> Array:
+    """``table`` with NaN/inf/subnormal entries replaced by 0; the tangent passes through."""
+    return jnp.where(_is_plain(table), table, jnp.zeros((), table.dtype))
+
+
+@_plain_part.defjvp
+def _plain_part_jvp(primals, tangents):
+    (table,), (t_dot,) = primals, tangents
+    return _plain_part(table), t_dot
+
+
+def one_hot_rows(table: Array, idx: Array, dtype) -> Array:
+    """``table[idx]`` as a one-hot matmul that equals the gather, for every table entry.
+
+    ``one_hot(idx) @ table`` alone computes ``0 * NaN = NaN``, poisoning that column of
+    every looked-up row, and XLA on CPU flushes subnormals to zero in arithmetic.
+    Instead the plain entries (finite, normal or zero) go through the matmul (exact:
+    every product is ``x * 1`` or ``x * 0``, at HIGHEST precision), and the others
+    through a second block of the same ``dot_general`` (over ``[vocab, 2 * features]``)
+    holding an integer code, exact in the table dtype: 1 NaN, 2 +inf, 3 -inf, and
+    ``±(4 + m)`` for a subnormal with mantissa bits ``m``, rebuilt bit for bit.
+    Gradients reach the table through the first block, as for the gather.
+    """
+    size, d = table.shape
+    tdt = table.dtype
+    nbits = 8 * np.dtype(tdt).itemsize
+    uint = _UINT[nbits // 8]
+    bits, _, sub, nan, inf = _classify(table)
+    negative = (bits >> uint(nbits - 1)) == 1
+    mant = (bits & uint((1 << int(jnp.finfo(tdt).nmant)) - 1)).astype(tdt)
+    code = jnp.where(
+        nan,
+        1.0,
+        jnp.where(
+            inf & ~negative,
+            2.0,
+            jnp.where(inf, 3.0, jnp.where(sub, jnp.where(negative, -(mant + 4), mant + 4), 0.0)),
+        ),
+    ).astype(tdt)
+    both = jnp.concatenate([_plain_part(table), lax.stop_gradient(code)], axis=1)
+    hot = jax.nn.one_hot(idx, size, dtype=tdt)
+    out = lax.dot_general(
+        hot,
+        both,
+        (((hot.ndim - 1,), (0,)), ((), ())),
+        precision=lax.Precision.HIGHEST,
+        preferred_element_type=acc_dtype(tdt),
+    )
+    rows, c = out[..., :d].astype(dtype), out[..., d:]
+    sign = jnp.where(c < 0, uint(1 << (nbits - 1)), uint(0))
+    rebuilt = lax.bitcast_convert_type((jnp.abs(c) - 4).astype(uint) | sign, tdt).astype(dtype)
+    special = jnp.where(
+        c == 1,
+        jnp.asarray(jnp.nan, dtype),
+        jnp.where(
+            c == 2,
+            jnp.asarray(jnp.inf, dtype),
+            jnp.where(c == 3, jnp.asarray(-jnp.inf, dtype), rebuilt),
+        ),
+    )
+    return _patch(rows, lax.stop_gradient(c == 0), lax.stop_gradient(special))
+
+
+@jax.custom_jvp
+def _patch(rows: Array, keep: Array, special: Array) -> Array:
+    """``where(keep, rows, special)`` whose tangent is always the tangent of ``rows``
+    (so the gradient of a subnormal or NaN entry reaches the table, as for a gather)."""
+    return jnp.where(keep, rows, special)
+
+
+@_patch.defjvp
+def _patch_jvp(primals, tangents):
+    rows, keep, special = primals
+    return _patch(rows, keep, special), tangents[0]
+
+
 def check_ids_on_host(fn: str, name: str, ids, size: int, what: str) -> None:
     """For concrete ``ids``, raise ``ValueError`` naming the first id outside ``[0, size)``."""
     a = np.asarray(ids)
@@ -95,6 +204,7 @@ def lookup_rows(
     method: str,
     what: str,
     dtype=None,
+    table_name: str = "table",
 ) -> Array:
     """Shared lookup behind :func:`embed` and the position path of ``embed_and_add``.
 
@@ -110,6 +220,11 @@ def lookup_rows(
     """
     dtype = table.dtype if dtype is None else np.dtype(dtype)
     size = table.shape[0]
+    if size == 0 and out_of_range == "clip" and ids.size:
+        raise ValueError(
+            f"{fn}: `{table_name}` must have at least one row for out_of_range='clip' (there "
+            f"is no row to clip {name} to), got shape {tuple(table.shape)}"
+        )
     if out_of_range == "error":
         if not checks.is_traced(ids):
             check_ids_on_host(fn, name, ids, size, what)
@@ -124,14 +239,7 @@ def lookup_rows(
         )
     idx = jnp.clip(ids, 0, size - 1).astype(jnp.int32) if size else jnp.zeros_like(ids)
     if method == "one_hot":
-        hot = jax.nn.one_hot(idx, size, dtype=table.dtype)
-        rows = lax.dot_general(
-            hot,
-            table,
-            (((hot.ndim - 1,), (0,)), ((), ())),
-            precision=lax.Precision.HIGHEST,
-            preferred_element_type=acc_dtype(table.dtype),
-        ).astype(dtype)
+        rows = one_hot_rows(table, idx, dtype)
     elif size == 0:
         rows = jnp.zeros(ids.shape + table.shape[1:], dtype)
     else:
@@ -178,16 +286,18 @@ def embed(
       ids: integer array of any shape.
       out_of_range: ``"error"`` (default), ``"clip"``, ``"zero"`` or ``"nan"``.
       method: ``"gather"``, ``"one_hot"`` (a one-hot matmul, exact at HIGHEST
-        precision) or ``"auto"`` (one-hot on TPU for ``vocab <= 4096``, else gather).
+        precision and equal to the gather also for NaN/inf/subnormal table entries)
+        or ``"auto"`` (one-hot on TPU for ``vocab <= 4096``, else gather).
       dtype: output dtype; default ``table.dtype``.
 
     Returns:
       ``ids.shape + (features,)`` array.
 
     Raises:
-      TypeError: non-integer ``ids`` or non-floating ``table``/``dtype``.
+      TypeError: ``table`` not an array (e.g. a nested list), non-integer ``ids`` or
+        non-floating ``table``/``dtype``.
       ValueError: ``table`` not 2-D; unknown policy or method; concrete out-of-range
-        ids under ``"error"``.
+        ids under ``"error"``; ``"clip"`` on a table with no rows.
 
     Example:
       >>> import jax.numpy as jnp
@@ -205,6 +315,7 @@ def embed(
       ``jax.experimental.checkify``.
     """
     fn = "embed"
+    check_array(fn, "table", table)
     checks.check_floating(fn, "table", table)
     checks.check_ndim(fn, "table", table, 2, axes="vocab, features")
     ids = checks.as_int_array(fn, "ids", ids)
@@ -256,6 +367,8 @@ def attend(
       Press & Wolf, "Using the Output Embedding to Improve Language Models", 2017.
     """
     fn = "attend"
+    check_array(fn, "table", table)
+    check_array(fn, "x", x)
     checks.check_floating(fn, "table", table)
     checks.check_floating(fn, "x", x)
     checks.check_ndim(fn, "table", table, 2, axes="vocab, features")
