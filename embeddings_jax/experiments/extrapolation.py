@@ -30,25 +30,31 @@ scored only where ``t > lag`` (chance accuracy ``1 / (vocab - 1)``). Why this ta
 
 The methods, and what happens past ``train_len``
 ------------------------------------------------
-============ =======================================================================
-``none``      no position signal (NoPE; Kazemnejad et al. 2023); only the causal mask.
-``learned``   a ``[train_len, features]`` table added to the token embedding. Past
-              the table, positions are *clipped* (``out_of_range="clip"``): every
-              position ``>= train_len`` reads the last row. Reported as measured,
-              not as "n/a", so the failure is visible.
-``sinusoidal`` fixed Vaswani sinusoids added to the token embedding (exact for any
-              integer position).
-``rope``      rotary embedding of queries and keys (Su et al. 2021), base 10000.
-``rope_pi``   the ``rope`` models (training is identical, so the weights are reused)
-              evaluated with linear position interpolation (Chen et al. 2023):
-              frequencies divided by ``max(1, eval_len / train_len)``, so positions
-              stay inside the trained range. *No fine-tuning* after the change.
-``alibi``     linear distance penalties added to attention logits, the paper's
-              head slopes (Press et al. 2021).
-``t5``        learned scalar bias per head and log-bucketed relative distance, T5
-              defaults (unidirectional, 32 buckets, ``max_distance=128``), shared by
-              all layers (Raffel et al. 2020).
-============ =======================================================================
+``none``
+  no position signal (NoPE; Kazemnejad et al. 2023); only the causal mask.
+``learned``
+  a ``[train_len, features]`` table added to the token embedding. Past
+  the table, positions are *clipped* (``out_of_range="clip"``): every
+  position ``>= train_len`` reads the last row. Reported as measured,
+  not as "n/a", so the failure is visible.
+``sinusoidal``
+  fixed Vaswani sinusoids added to the token embedding (exact for any
+  integer position).
+``rope``
+  rotary embedding of queries and keys (Su et al. 2021), base 10000.
+``rope_pi``
+  the ``rope`` models (training is identical, so the weights are reused)
+  evaluated with linear position interpolation (Chen et al. 2023):
+  frequencies divided by ``max(1, eval_len / train_len)``, so positions
+  stay inside the trained range. *No fine-tuning* after the change.
+``alibi``
+  linear distance penalties added to attention logits, the paper's
+  head slopes (Press et al. 2021).
+``t5``
+  learned scalar bias per head and log-bucketed relative distance, T5
+  defaults (unidirectional, 32 buckets, ``max_distance=128``), shared by
+  all layers (Raffel et al. 2020). Trained at 64, distances >= 67
+  (buckets 27-31) are never seen: their biases stay at initialisation.
 
 Seeds are vmapped: all seeds of a method train in one jitted ``lax.scan`` (the
 parameters, optimiser state and data keys carry a leading ``seed`` axis).
