@@ -66,7 +66,9 @@ def accuracy(quick: bool) -> dict:
                 got = np.asarray(f(jnp.asarray(chunk, jnp.int32)), np.float64)
                 err = max(err, float(np.abs(got - want).max()))
                 if conv == "vaswani":
-                    nv = np.asarray(jax.jit(naive, static_argnums=1)(jnp.asarray(chunk, jnp.int32), dim))
+                    nv = np.asarray(
+                        jax.jit(naive, static_argnums=1)(jnp.asarray(chunk, jnp.int32), dim)
+                    )
                     naive_err = max(naive_err, float(np.abs(nv - want).max()))
             out[f"{conv}_d{dim}_max_abs_err"] = err
             if conv == "vaswani":
@@ -92,8 +94,10 @@ def speed(quick: bool) -> dict:
                 f(pos).block_until_ready()
                 t[k].append(time.perf_counter() - t0)
         med = {k: float(np.median(v)) for k, v in t.items()}
-        res[f"B{b}_L{l}_d{d}"] = {**{f"{k}_ms": 1e3 * v for k, v in med.items()},
-                                  "exact_over_naive": med["exact"] / med["naive"]}
+        res[f"B{b}_L{l}_d{d}"] = {
+            **{f"{k}_ms": 1e3 * v for k, v in med.items()},
+            "exact_over_naive": med["exact"] / med["naive"],
+        }
     return res
 
 
