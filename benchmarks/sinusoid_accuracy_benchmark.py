@@ -79,8 +79,8 @@ def accuracy(quick: bool) -> dict:
 def speed(quick: bool) -> dict:
     rounds = 7 if quick else 21
     res = {}
-    for b, l, d in [(8, 512, 512), (32, 512, 512), (8, 1024, 768)]:
-        pos = jnp.arange(b * l, dtype=jnp.int32).reshape(b, l)
+    for b, seq, d in [(8, 512, 512), (32, 512, 512), (8, 1024, 768)]:
+        pos = jnp.arange(b * seq, dtype=jnp.int32).reshape(b, seq)
         fns = {
             "exact": jax.jit(lambda p, d=d: ej.sinusoidal(p, d)),
             "naive": jax.jit(lambda p, d=d: naive(p, d)),
@@ -94,7 +94,7 @@ def speed(quick: bool) -> dict:
                 f(pos).block_until_ready()
                 t[k].append(time.perf_counter() - t0)
         med = {k: float(np.median(v)) for k, v in t.items()}
-        res[f"B{b}_L{l}_d{d}"] = {
+        res[f"B{b}_L{seq}_d{d}"] = {
             **{f"{k}_ms": 1e3 * v for k, v in med.items()},
             "exact_over_naive": med["exact"] / med["naive"],
         }

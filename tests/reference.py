@@ -98,8 +98,18 @@ def rope_dynamic(dim, base, factor, max_pos, seq_len):
     return rope_inv_freq(dim, new_base), 1.0
 
 
-def rope_yarn(dim, base, factor, orig, beta_fast=32.0, beta_slow=1.0, mscale=None,
-              mscale_all_dim=None, attention_factor=None, truncate=True):
+def rope_yarn(
+    dim,
+    base,
+    factor,
+    orig,
+    beta_fast=32.0,
+    beta_slow=1.0,
+    mscale=None,
+    mscale_all_dim=None,
+    attention_factor=None,
+    truncate=True,
+):
     """Peng et al. 2023 (YaRN) sections 3.2-3.4, with HF `_compute_yarn_parameters` details.
 
     The correction dimension for r rotations over L_orig positions solves
@@ -150,8 +160,17 @@ def rope_llama3(dim, base, factor, low_freq_factor, high_freq_factor, orig):
     return np.array(out), 1.0
 
 
-def rope_longrope(dim, base, short_factor, long_factor, orig, max_pos=None, factor=None,
-                  attention_factor=None, seq_len=None):
+def rope_longrope(
+    dim,
+    base,
+    short_factor,
+    long_factor,
+    orig,
+    max_pos=None,
+    factor=None,
+    attention_factor=None,
+    seq_len=None,
+):
     """Ding et al. 2024 (LongRoPE) rescale factors; HF `_compute_longrope_parameters`."""
     import math
 
@@ -189,6 +208,7 @@ def alibi_slopes(n):
     """Press et al. 2022 section 3: for n a power of 2, the geometric sequence starting at
     2^(-8/n) with ratio 2^(-8/n); otherwise the 2^floor(log2 n) slopes followed by every
     other slope of 2 * 2^floor(log2 n) heads (official code, `get_slopes`)."""
+
     def pow2(m):
         return [2.0 ** (-8.0 * h / m) for h in range(1, m + 1)]
 

@@ -1576,8 +1576,7 @@ def _nnx_sinusoidal_convention():
         en.SinusoidalPositionEmbed(4, convention="x")
 
 
-KNOWN_BAD = [
-]
+KNOWN_BAD = []
 
 STYLE = re.compile(r"^[A-Za-z_][\w.]*: .*`[^`]+`")
 

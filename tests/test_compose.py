@@ -55,8 +55,12 @@ def test_layer_norm_after_add():
 
 
 def test_no_position_and_dtypes():
-    np.testing.assert_array_equal(ej.embed_and_add(TOK, IDS, None), np.asarray(TOK)[np.asarray(IDS)])
-    np.testing.assert_array_equal(ej.embed_and_add(TOK, IDS, "none"), np.asarray(TOK)[np.asarray(IDS)])
+    np.testing.assert_array_equal(
+        ej.embed_and_add(TOK, IDS, None), np.asarray(TOK)[np.asarray(IDS)]
+    )
+    np.testing.assert_array_equal(
+        ej.embed_and_add(TOK, IDS, "none"), np.asarray(TOK)[np.asarray(IDS)]
+    )
     out = ej.embed_and_add(TOK.astype(jnp.bfloat16), IDS, "vaswani", offset=10**6)
     assert out.dtype == jnp.bfloat16
     want = np.asarray(TOK.astype(jnp.bfloat16), np.float64)[np.asarray(IDS)] + ref.vaswani(
@@ -108,20 +112,76 @@ def test_no_recompile():
 @pytest.mark.parametrize(
     "call, exc, match",
     [
-        (lambda: ej.embed_and_add(TOK, IDS, POS[:, :4]), ValueError, r"embed_and_add: `position` table must have features=8 \(the token_table width\), got shape \(16, 4\)"),
-        (lambda: ej.embed_and_add(TOK, jnp.zeros((1, 17), jnp.int32), POS), ValueError, r"embed_and_add: `ids.shape\[-1\]` \+ `offset` must be <= max_len 16 \(the position table length\), got 17 \+ 0 = 17"),
-        (lambda: ej.embed_and_add(TOK, IDS, POS, offset=12), ValueError, r"embed_and_add: `ids.shape\[-1\]` \+ `offset` must be <= max_len 16 \(the position table length\), got 5 \+ 12 = 17"),
-        (lambda: ej.embed_and_add(TOK, IDS.astype(jnp.float32), POS), TypeError, r"embed_and_add: `ids` must be an integer array, got dtype float32"),
-        (lambda: ej.embed_and_add(TOK, IDS, "rotary"), ValueError, r"embed_and_add: `convention` must be one of 'vaswani', 'tensor2tensor', got 'rotary'"),
-        (lambda: ej.embed_and_add(TOK, IDS, 3), ValueError, r"embed_and_add: `position` must be a \[max_len, features\] table, a sinusoid convention"),
-        (lambda: ej.embed_and_add(TOK, IDS, POS, positions=jnp.zeros((3,), jnp.int32)), ValueError, r"embed_and_add: `positions` must broadcast to ids.shape \(2, 5\), got shape \(3,\)"),
-        (lambda: ej.embed_and_add(TOK, IDS, POS, positions=jnp.zeros((5,))), TypeError, r"embed_and_add: `positions` must be an integer array, got dtype float32"),
-        (lambda: ej.embed_and_add(TOK, IDS, POS, segment_ids=jnp.zeros((2, 4), jnp.int32)), ValueError, r"embed_and_add: `segment_ids` must have ids.shape \(2, 5\), got shape \(2, 4\)"),
-        (lambda: ej.embed_and_add(TOK, IDS, POS, norm=(GAMMA,)), ValueError, r"embed_and_add: `norm` must be a \(scale, bias\) pair or None"),
-        (lambda: ej.embed_and_add(TOK, IDS, POS, norm=(GAMMA[:3], BETA)), ValueError, r"embed_and_add: `norm\[0\]` must have shape \(8,\) \(features\), got \(3,\)"),
-        (lambda: ej.embed_and_add(TOK, IDS[0, 0], POS), ValueError, r"embed_and_add: `ids` must be at least 1-D \[..., seq\], got shape \(\)"),
-        (lambda: ej.embed_and_add(TOK, IDS, POS, offset=jnp.array([1, 2, 3])), ValueError, r"embed_and_add: a per-row `offset` must have shape \[batch\]"),
-        (lambda: ej.embed_and_add(TOK, IDS, POS, positions=jnp.full((2, 5), 16)), ValueError, r"embed_and_add: `positions` must be in \[0, 16\) \(the position table length\), got positions\[\(0, 0\)\] = 16"),
+        (
+            lambda: ej.embed_and_add(TOK, IDS, POS[:, :4]),
+            ValueError,
+            r"embed_and_add: `position` table must have features=8 \(the token_table width\), got shape \(16, 4\)",
+        ),
+        (
+            lambda: ej.embed_and_add(TOK, jnp.zeros((1, 17), jnp.int32), POS),
+            ValueError,
+            r"embed_and_add: `ids.shape\[-1\]` \+ `offset` must be <= max_len 16 \(the position table length\), got 17 \+ 0 = 17",
+        ),
+        (
+            lambda: ej.embed_and_add(TOK, IDS, POS, offset=12),
+            ValueError,
+            r"embed_and_add: `ids.shape\[-1\]` \+ `offset` must be <= max_len 16 \(the position table length\), got 5 \+ 12 = 17",
+        ),
+        (
+            lambda: ej.embed_and_add(TOK, IDS.astype(jnp.float32), POS),
+            TypeError,
+            r"embed_and_add: `ids` must be an integer array, got dtype float32",
+        ),
+        (
+            lambda: ej.embed_and_add(TOK, IDS, "rotary"),
+            ValueError,
+            r"embed_and_add: `convention` must be one of 'vaswani', 'tensor2tensor', got 'rotary'",
+        ),
+        (
+            lambda: ej.embed_and_add(TOK, IDS, 3),
+            ValueError,
+            r"embed_and_add: `position` must be a \[max_len, features\] table, a sinusoid convention",
+        ),
+        (
+            lambda: ej.embed_and_add(TOK, IDS, POS, positions=jnp.zeros((3,), jnp.int32)),
+            ValueError,
+            r"embed_and_add: `positions` must broadcast to ids.shape \(2, 5\), got shape \(3,\)",
+        ),
+        (
+            lambda: ej.embed_and_add(TOK, IDS, POS, positions=jnp.zeros((5,))),
+            TypeError,
+            r"embed_and_add: `positions` must be an integer array, got dtype float32",
+        ),
+        (
+            lambda: ej.embed_and_add(TOK, IDS, POS, segment_ids=jnp.zeros((2, 4), jnp.int32)),
+            ValueError,
+            r"embed_and_add: `segment_ids` must have ids.shape \(2, 5\), got shape \(2, 4\)",
+        ),
+        (
+            lambda: ej.embed_and_add(TOK, IDS, POS, norm=(GAMMA,)),
+            ValueError,
+            r"embed_and_add: `norm` must be a \(scale, bias\) pair or None",
+        ),
+        (
+            lambda: ej.embed_and_add(TOK, IDS, POS, norm=(GAMMA[:3], BETA)),
+            ValueError,
+            r"embed_and_add: `norm\[0\]` must have shape \(8,\) \(features\), got \(3,\)",
+        ),
+        (
+            lambda: ej.embed_and_add(TOK, IDS[0, 0], POS),
+            ValueError,
+            r"embed_and_add: `ids` must be at least 1-D \[..., seq\], got shape \(\)",
+        ),
+        (
+            lambda: ej.embed_and_add(TOK, IDS, POS, offset=jnp.array([1, 2, 3])),
+            ValueError,
+            r"embed_and_add: a per-row `offset` must have shape \[batch\]",
+        ),
+        (
+            lambda: ej.embed_and_add(TOK, IDS, POS, positions=jnp.full((2, 5), 16)),
+            ValueError,
+            r"embed_and_add: `positions` must be in \[0, 16\) \(the position table length\), got positions\[\(0, 0\)\] = 16",
+        ),
     ],
 )
 def test_errors(call, exc, match):

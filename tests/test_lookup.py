@@ -35,7 +35,7 @@ def np_embed_grad(table, ids, cot, policy):
     g = np.zeros(np.shape(table))
     ids = np.asarray(ids).reshape(-1)
     cot = np.asarray(cot, np.float64).reshape(-1, np.shape(table)[1])
-    for i, c in zip(ids, cot):
+    for i, c in zip(ids, cot, strict=True):
         if 0 <= i < len(g):
             g[i] += c
         elif policy == "clip":
@@ -136,13 +136,18 @@ def test_no_recompile():
 def test_auto_is_gather_on_cpu():
     from embeddings_jax._src.lookup import resolve_method
 
-    assert resolve_method("auto", 100) == ("one_hot" if jax.default_backend() == "tpu" else "gather")
+    assert resolve_method("auto", 100) == (
+        "one_hot" if jax.default_backend() == "tpu" else "gather"
+    )
 
 
 def test_attend():
     x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 5, D)), jnp.float32)
     np.testing.assert_allclose(
-        ej.attend(TABLE, x), np.asarray(x, np.float64) @ np.asarray(TABLE, np.float64).T, rtol=1e-5, atol=1e-5
+        ej.attend(TABLE, x),
+        np.asarray(x, np.float64) @ np.asarray(TABLE, np.float64).T,
+        rtol=1e-5,
+        atol=1e-5,
     )
     assert ej.attend(TABLE, x.astype(jnp.bfloat16)).dtype == jnp.float32
     assert ej.attend(TABLE, x.astype(jnp.bfloat16), dtype=jnp.bfloat16).dtype == jnp.bfloat16
@@ -151,14 +156,46 @@ def test_attend():
 @pytest.mark.parametrize(
     "call, exc, match",
     [
-        (lambda: ej.embed(TABLE, jnp.array([1.0])), TypeError, r"embed: `ids` must be an integer array, got dtype float32"),
-        (lambda: ej.embed(TABLE, jnp.array([True])), TypeError, r"embed: `ids` must be an integer array, got dtype bool"),
-        (lambda: ej.embed(TABLE.astype(jnp.int32), IDS), TypeError, r"embed: `table` must be a floating-point array, got dtype int32"),
-        (lambda: ej.embed(TABLE[0], IDS), ValueError, r"embed: `table` must be 2-D \[vocab, features\], got shape \(3,\)"),
-        (lambda: ej.embed(TABLE, IDS, out_of_range="wrap"), ValueError, r"embed: `out_of_range` must be one of 'error', 'clip', 'zero', 'nan', got 'wrap'"),
-        (lambda: ej.embed(TABLE, IDS, method="take"), ValueError, r"embed: `method` must be one of 'auto', 'gather', 'one_hot', got 'take'"),
-        (lambda: ej.attend(TABLE, jnp.ones((2, 4))), ValueError, r"attend: `x` must have last axis features=3 \(the table width\), got shape \(2, 4\)"),
-        (lambda: ej.attend(TABLE, jnp.ones((2, 3), jnp.int32)), TypeError, r"attend: `x` must be a floating-point array, got dtype int32"),
+        (
+            lambda: ej.embed(TABLE, jnp.array([1.0])),
+            TypeError,
+            r"embed: `ids` must be an integer array, got dtype float32",
+        ),
+        (
+            lambda: ej.embed(TABLE, jnp.array([True])),
+            TypeError,
+            r"embed: `ids` must be an integer array, got dtype bool",
+        ),
+        (
+            lambda: ej.embed(TABLE.astype(jnp.int32), IDS),
+            TypeError,
+            r"embed: `table` must be a floating-point array, got dtype int32",
+        ),
+        (
+            lambda: ej.embed(TABLE[0], IDS),
+            ValueError,
+            r"embed: `table` must be 2-D \[vocab, features\], got shape \(3,\)",
+        ),
+        (
+            lambda: ej.embed(TABLE, IDS, out_of_range="wrap"),
+            ValueError,
+            r"embed: `out_of_range` must be one of 'error', 'clip', 'zero', 'nan', got 'wrap'",
+        ),
+        (
+            lambda: ej.embed(TABLE, IDS, method="take"),
+            ValueError,
+            r"embed: `method` must be one of 'auto', 'gather', 'one_hot', got 'take'",
+        ),
+        (
+            lambda: ej.attend(TABLE, jnp.ones((2, 4))),
+            ValueError,
+            r"attend: `x` must have last axis features=3 \(the table width\), got shape \(2, 4\)",
+        ),
+        (
+            lambda: ej.attend(TABLE, jnp.ones((2, 3), jnp.int32)),
+            TypeError,
+            r"attend: `x` must be a floating-point array, got dtype int32",
+        ),
     ],
 )
 def test_errors(call, exc, match):

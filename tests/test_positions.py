@@ -31,7 +31,9 @@ def loop_mask(mask):
 
 def test_offset_int_and_per_row(maybe_jit):
     f = maybe_jit(lambda o: ej.positions_from_offset((3, 4), o))
-    np.testing.assert_array_equal(f(jnp.array([0, 2, 9])), np.arange(4)[None] + np.array([0, 2, 9])[:, None])
+    np.testing.assert_array_equal(
+        f(jnp.array([0, 2, 9])), np.arange(4)[None] + np.array([0, 2, 9])[:, None]
+    )
     np.testing.assert_array_equal(ej.positions_from_offset((2, 3), 5), [[5, 6, 7], [5, 6, 7]])
     np.testing.assert_array_equal(ej.positions_from_offset(3), [0, 1, 2])
 
@@ -39,7 +41,9 @@ def test_offset_int_and_per_row(maybe_jit):
 def test_segments_match_loop(maybe_jit):
     rng = np.random.default_rng(0)
     seg = np.sort(rng.integers(0, 5, size=(4, 17)), axis=1)
-    np.testing.assert_array_equal(maybe_jit(ej.positions_from_segments)(jnp.asarray(seg)), loop_segments(seg))
+    np.testing.assert_array_equal(
+        maybe_jit(ej.positions_from_segments)(jnp.asarray(seg)), loop_segments(seg)
+    )
     np.testing.assert_array_equal(
         ej.positions(None, segment_ids=jnp.asarray(seg), offset=2), loop_segments(seg) + 2
     )
@@ -49,7 +53,9 @@ def test_mask_matches_loop(maybe_jit):
     rng = np.random.default_rng(1)
     lens = rng.integers(0, 9, size=5)
     mask = np.arange(9)[None, :] >= (9 - lens)[:, None]  # left padding
-    np.testing.assert_array_equal(maybe_jit(ej.positions_from_mask)(jnp.asarray(mask)), loop_mask(mask))
+    np.testing.assert_array_equal(
+        maybe_jit(ej.positions_from_mask)(jnp.asarray(mask)), loop_mask(mask)
+    )
     np.testing.assert_array_equal(ej.positions(jnp.asarray(mask)), loop_mask(mask))
 
 
@@ -62,15 +68,51 @@ def test_empty_sequences():
 @pytest.mark.parametrize(
     "call, exc, match",
     [
-        (lambda: ej.positions_from_offset((2, 3), jnp.array([1.5, 2.0])), TypeError, r"positions_from_offset: `offset` must be an integer array, got dtype float32"),
-        (lambda: ej.positions_from_offset((2, 3), jnp.array([1, 2, 3])), ValueError, r"positions_from_offset: `offset` must be a scalar or a \[batch\] array with batch=2, got shape \(3,\)"),
-        (lambda: ej.positions_from_offset((1, 2, 3)), ValueError, r"positions_from_offset: `shape` must be \(seq,\) or \(batch, seq\)"),
-        (lambda: ej.positions_from_offset("abc"), TypeError, r"positions_from_offset: `shape` must be a tuple of ints"),
-        (lambda: ej.positions_from_offset(3, 2**31), ValueError, r"positions_from_offset: `offset` must fit in int32"),
-        (lambda: ej.positions_from_segments(jnp.array([1.0, 2.0])), TypeError, r"positions_from_segments: `segment_ids` must be an integer array"),
-        (lambda: ej.positions_from_segments(jnp.array(3)), ValueError, r"positions_from_segments: `segment_ids` must be at least 1-D"),
-        (lambda: ej.positions_from_mask(jnp.array([0.5, 1.0])), TypeError, r"positions_from_mask: `mask` must be a bool or integer array, got dtype float32"),
-        (lambda: ej.positions(jnp.array([[1, 2]])), TypeError, r"positions: `shape_or_mask` must be a shape tuple or a bool mask, got dtype int32"),
+        (
+            lambda: ej.positions_from_offset((2, 3), jnp.array([1.5, 2.0])),
+            TypeError,
+            r"positions_from_offset: `offset` must be an integer array, got dtype float32",
+        ),
+        (
+            lambda: ej.positions_from_offset((2, 3), jnp.array([1, 2, 3])),
+            ValueError,
+            r"positions_from_offset: `offset` must be a scalar or a \[batch\] array with batch=2, got shape \(3,\)",
+        ),
+        (
+            lambda: ej.positions_from_offset((1, 2, 3)),
+            ValueError,
+            r"positions_from_offset: `shape` must be \(seq,\) or \(batch, seq\)",
+        ),
+        (
+            lambda: ej.positions_from_offset("abc"),
+            TypeError,
+            r"positions_from_offset: `shape` must be a tuple of ints",
+        ),
+        (
+            lambda: ej.positions_from_offset(3, 2**31),
+            ValueError,
+            r"positions_from_offset: `offset` must fit in int32",
+        ),
+        (
+            lambda: ej.positions_from_segments(jnp.array([1.0, 2.0])),
+            TypeError,
+            r"positions_from_segments: `segment_ids` must be an integer array",
+        ),
+        (
+            lambda: ej.positions_from_segments(jnp.array(3)),
+            ValueError,
+            r"positions_from_segments: `segment_ids` must be at least 1-D",
+        ),
+        (
+            lambda: ej.positions_from_mask(jnp.array([0.5, 1.0])),
+            TypeError,
+            r"positions_from_mask: `mask` must be a bool or integer array, got dtype float32",
+        ),
+        (
+            lambda: ej.positions(jnp.array([[1, 2]])),
+            TypeError,
+            r"positions: `shape_or_mask` must be a shape tuple or a bool mask, got dtype int32",
+        ),
     ],
 )
 def test_errors(call, exc, match):

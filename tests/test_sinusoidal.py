@@ -28,9 +28,9 @@ def test_golden_values_all_positions(convention, dim):
 def test_exact_over_random_int32_under_jit():
     # Positions anywhere in int32 (negative ones too), traced under jit.
     rng = np.random.default_rng(0)
-    pos = np.concatenate(
-        [rng.integers(-(2**31), 2**31, 4000), [-(2**31), 2**31 - 1, -1]]
-    ).astype(np.int64)
+    pos = np.concatenate([rng.integers(-(2**31), 2**31, 4000), [-(2**31), 2**31 - 1, -1]]).astype(
+        np.int64
+    )
     f = jax.jit(lambda p: ej.sinusoidal(p, 64))
     got = np.asarray(f(jnp.asarray(pos, jnp.int32)), np.float64)
     np.testing.assert_allclose(got, ref.vaswani(pos, 64), rtol=0, atol=1e-6)
@@ -66,7 +66,9 @@ def test_low_precision_is_float32_rounded_once(dtype):
 def test_table_rows_equal_on_the_fly(convention):
     t = ej.sinusoidal_table(7, 10, convention=convention, start=2**31 - 7)
     p = jnp.arange(7, dtype=jnp.int32) + jnp.int32(2**31 - 7)
-    np.testing.assert_array_equal(np.asarray(t), np.asarray(ej.sinusoidal(p, 10, convention=convention)))
+    np.testing.assert_array_equal(
+        np.asarray(t), np.asarray(ej.sinusoidal(p, 10, convention=convention))
+    )
 
 
 def test_negative_positions_are_odd_even_symmetric():
@@ -84,7 +86,9 @@ def test_small_dims_are_finite_and_documented():
     # d=2 tensor2tensor: one timescale (min_timescale), [sin p | cos p]; the Flax
     # example divides by (n - 1) = 0 here and returns NaN.
     t = ej.sinusoidal(p, 2, convention="tensor2tensor")
-    np.testing.assert_allclose(t, np.stack([np.sin(np.arange(5)), np.cos(np.arange(5))], -1), atol=1e-6)
+    np.testing.assert_allclose(
+        t, np.stack([np.sin(np.arange(5)), np.cos(np.arange(5))], -1), atol=1e-6
+    )
     # d=3 tensor2tensor: zero last column.
     np.testing.assert_array_equal(ej.sinusoidal(p, 3, convention="tensor2tensor")[:, 2], 0.0)
     for d in (1, 2, 3):
@@ -117,7 +121,9 @@ def test_any_shape_and_vmap(maybe_jit):
     v = maybe_jit(jax.vmap(lambda q: ej.sinusoidal(q, 6)))(p)
     # XLA may contract the polynomial's mul+add into FMAs differently: 1 ulp at most.
     np.testing.assert_allclose(np.asarray(out), np.asarray(v), rtol=0, atol=2**-23)
-    np.testing.assert_allclose(np.asarray(out, np.float64), ref.vaswani(np.asarray(p), 6), atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(out, np.float64), ref.vaswani(np.asarray(p), 6), atol=1e-6
+    )
 
 
 def test_no_recompile_on_second_call():
@@ -131,13 +137,43 @@ def test_no_recompile_on_second_call():
 @pytest.mark.parametrize(
     "kwargs, exc, match",
     [
-        (dict(positions=jnp.array([1.0]), dim=4), TypeError, r"sinusoidal: `positions` must be an integer array, got dtype float32"),
-        (dict(positions=jnp.array([1]), dim=0), ValueError, r"sinusoidal: `dim` must be >= 1, got 0"),
-        (dict(positions=jnp.array([1]), dim=4, convention="bert"), ValueError, r"sinusoidal: `convention` must be one of 'vaswani', 'tensor2tensor', got 'bert'"),
-        (dict(positions=jnp.array([1]), dim=4, dtype=jnp.int32), TypeError, r"sinusoidal: `dtype` must be a floating-point dtype, got int32"),
-        (dict(positions=np.array([2**31], np.int64), dim=4), ValueError, r"sinusoidal: `positions` must fit in int32 .*, got 2147483648"),
-        (dict(positions=jnp.array([1]), dim=3, convention=ej.SinusoidalConvention(odd_dim="error")), ValueError, r"sinusoidal: `dim` must be even .*odd_dim='error'.*got 3"),
-        (dict(positions=jnp.array([1]), dim=2.0), TypeError, r"sinusoidal: `dim` must be an int, got 2.0"),
+        (
+            dict(positions=jnp.array([1.0]), dim=4),
+            TypeError,
+            r"sinusoidal: `positions` must be an integer array, got dtype float32",
+        ),
+        (
+            dict(positions=jnp.array([1]), dim=0),
+            ValueError,
+            r"sinusoidal: `dim` must be >= 1, got 0",
+        ),
+        (
+            dict(positions=jnp.array([1]), dim=4, convention="bert"),
+            ValueError,
+            r"sinusoidal: `convention` must be one of 'vaswani', 'tensor2tensor', got 'bert'",
+        ),
+        (
+            dict(positions=jnp.array([1]), dim=4, dtype=jnp.int32),
+            TypeError,
+            r"sinusoidal: `dtype` must be a floating-point dtype, got int32",
+        ),
+        (
+            dict(positions=np.array([2**31], np.int64), dim=4),
+            ValueError,
+            r"sinusoidal: `positions` must fit in int32 .*, got 2147483648",
+        ),
+        (
+            dict(
+                positions=jnp.array([1]), dim=3, convention=ej.SinusoidalConvention(odd_dim="error")
+            ),
+            ValueError,
+            r"sinusoidal: `dim` must be even .*odd_dim='error'.*got 3",
+        ),
+        (
+            dict(positions=jnp.array([1]), dim=2.0),
+            TypeError,
+            r"sinusoidal: `dim` must be an int, got 2.0",
+        ),
     ],
 )
 def test_errors(kwargs, exc, match):
@@ -153,9 +189,15 @@ def test_traced_dim_is_rejected():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(layout="rows"), r"SinusoidalConvention: `layout` must be one of 'interleaved', 'concat', got 'rows'"),
+        (
+            dict(layout="rows"),
+            r"SinusoidalConvention: `layout` must be one of 'interleaved', 'concat', got 'rows'",
+        ),
         (dict(base=-1.0), r"SinusoidalConvention: `base` must be a finite number > 0, got -1.0"),
-        (dict(layout="concat", odd_dim="natural"), r"`odd_dim` must be 'pad' or 'error' when layout='concat'"),
+        (
+            dict(layout="concat", odd_dim="natural"),
+            r"`odd_dim` must be 'pad' or 'error' when layout='concat'",
+        ),
     ],
 )
 def test_convention_errors(kwargs, match):
@@ -166,6 +208,9 @@ def test_convention_errors(kwargs, match):
 def test_table_errors():
     with pytest.raises(ValueError, match=r"sinusoidal_table: `length` must be >= 0, got -1"):
         ej.sinusoidal_table(-1, 4)
-    with pytest.raises(ValueError, match=r"sinusoidal_table: positions `start`..`start \+ length - 1` must fit in int32"):
+    with pytest.raises(
+        ValueError,
+        match=r"sinusoidal_table: positions `start`..`start \+ length - 1` must fit in int32",
+    ):
         ej.sinusoidal_table(2, 4, start=2**31 - 1)
     assert ej.sinusoidal_table(0, 4).shape == (0, 4)

@@ -199,9 +199,10 @@ def alibi_bias(
         checks.as_int_array(fn, n, v).astype(jnp.float32)
         for n, v in (("q_positions", q_positions), ("k_positions", k_positions))
     )
-    far = kf.reshape((1,) * (nd - kf.ndim) + kf.shape)[..., None, None, :] - qf.reshape(
-        (1,) * (nd - qf.ndim) + qf.shape
-    )[..., None, :, None]
+    far = (
+        kf.reshape((1,) * (nd - kf.ndim) + kf.shape)[..., None, None, :]
+        - qf.reshape((1,) * (nd - qf.ndim) + qf.shape)[..., None, :, None]
+    )
     relf = jnp.where(saturated, far, relf)
     dist = relf if mode == "causal" else -jnp.abs(relf)
     m = m.astype(jnp.float32).reshape((1,) * (rel.ndim - 3) + (m.shape[0], 1, 1))

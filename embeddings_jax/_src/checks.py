@@ -79,8 +79,9 @@ def promote_float(*dtypes: Any) -> np.dtype:
     return best
 
 
-def check_ndim(fn: str, name: str, x: Any, ndim: int | None = None, *, min_ndim: int = 0,
-               axes: str = "") -> None:
+def check_ndim(
+    fn: str, name: str, x: Any, ndim: int | None = None, *, min_ndim: int = 0, axes: str = ""
+) -> None:
     """Raise ``ValueError`` unless ``x.ndim == ndim`` (or ``>= min_ndim``)."""
     got = np.ndim(x)
     shape = tuple(np.shape(x))
@@ -99,9 +100,14 @@ def static_int(fn: str, name: str, value: Any, *, minimum: int | None = None) ->
             f"{fn}: `{name}` must be a static Python int (it sets a shape), got a traced value; "
             f"mark it static, e.g. `jax.jit(f, static_argnames='{name}')`"
         )
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) and not (
-        hasattr(value, "shape") and np.shape(value) == () and jnp.issubdtype(dtype_of(value),
-                                                                             jnp.integer)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        and not (
+            hasattr(value, "shape")
+            and np.shape(value) == ()
+            and jnp.issubdtype(dtype_of(value), jnp.integer)
+        )
     ):
         raise TypeError(f"{fn}: `{name}` must be an int, got {describe(value)}")
     v = int(value)

@@ -91,19 +91,30 @@ class TokenEmbed(nn.Module):
         fn = type(self).__name__
         checks.static_int(fn, "num_embeddings", self.num_embeddings, minimum=1)
         module_core.check_common(
-            fn, features=self.features, dtype=self.dtype, param_dtype=self.param_dtype,
-            out_of_range=self.out_of_range, method=self.method,
+            fn,
+            features=self.features,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            out_of_range=self.out_of_range,
+            method=self.method,
         )
         self.embedding = _param(
-            self, "embedding", self.embedding_init, (self.num_embeddings, self.features),
-            self.param_dtype, self.logical_axes,
+            self,
+            "embedding",
+            self.embedding_init,
+            (self.num_embeddings, self.features),
+            self.param_dtype,
+            self.logical_axes,
         )
 
     def __call__(self, inputs: Int[Array, "*shape"]) -> Float[Array, "*shape features"]:
         """Rows of the table for integer ``inputs`` of any shape: ``inputs.shape + (d,)``."""
         ids = module_core.check_ids(type(self).__name__, inputs)
         return embed(
-            self.embedding, ids, out_of_range=self.out_of_range, method=self.method,
+            self.embedding,
+            ids,
+            out_of_range=self.out_of_range,
+            method=self.method,
             dtype=self.dtype,
         )
 
@@ -157,19 +168,31 @@ class PositionEmbed(nn.Module):
         fn = type(self).__name__
         checks.static_int(fn, "max_len", self.max_len, minimum=1)
         module_core.check_common(
-            fn, features=self.features, dtype=self.dtype, param_dtype=self.param_dtype,
-            out_of_range=self.out_of_range, method=self.method,
+            fn,
+            features=self.features,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            out_of_range=self.out_of_range,
+            method=self.method,
         )
         self.embedding = _param(
-            self, "embedding", self.embedding_init, (self.max_len, self.features),
-            self.param_dtype, self.logical_axes,
+            self,
+            "embedding",
+            self.embedding_init,
+            (self.max_len, self.features),
+            self.param_dtype,
+            self.logical_axes,
         )
 
     def __call__(self, positions: Int[Array, "*shape"]) -> Float[Array, "*shape features"]:
         """Rows ``P[positions]``: ``positions.shape + (features,)``."""
         return module_core.position_rows(
-            type(self).__name__, self.embedding, positions, out_of_range=self.out_of_range,
-            method=self.method, dtype=self.dtype,
+            type(self).__name__,
+            self.embedding,
+            positions,
+            out_of_range=self.out_of_range,
+            method=self.method,
+            dtype=self.dtype,
         )
 
 
@@ -212,14 +235,23 @@ class SinusoidalPositionEmbed(nn.Module):
         """Encodings of integer ``positions``: ``positions.shape + (features,)``."""
         fn = type(self).__name__
         module_core.check_common(
-            fn, features=self.features, dtype=self.dtype, param_dtype=jnp.float32,
-            out_of_range=self.out_of_range, method="auto",
+            fn,
+            features=self.features,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            out_of_range=self.out_of_range,
+            method="auto",
         )
         if self.max_len is not None:
             checks.static_int(fn, "max_len", self.max_len, minimum=1)
         return module_core.bounded_sinusoid(
-            fn, positions, self.features, convention=self.convention, max_len=self.max_len,
-            out_of_range=self.out_of_range, dtype=self.dtype,
+            fn,
+            positions,
+            self.features,
+            convention=self.convention,
+            max_len=self.max_len,
+            out_of_range=self.out_of_range,
+            dtype=self.dtype,
         )
 
 
@@ -334,24 +366,42 @@ class TokenAndPositionEmbed(nn.Module):
     def setup(self):
         fn = type(self).__name__
         module_core.check_token_and_position(
-            fn, num_embeddings=self.num_embeddings, features=self.features,
-            max_len=self.max_len, position=self.position, scale=self.scale,
-            dropout_rate=self.dropout_rate, layer_norm_epsilon=self.layer_norm_epsilon,
+            fn,
+            num_embeddings=self.num_embeddings,
+            features=self.features,
+            max_len=self.max_len,
+            position=self.position,
+            scale=self.scale,
+            dropout_rate=self.dropout_rate,
+            layer_norm_epsilon=self.layer_norm_epsilon,
             convention=self.convention,
         )
         module_core.check_common(
-            fn, features=self.features, dtype=self.dtype, param_dtype=self.param_dtype,
-            out_of_range=self.out_of_range, method=self.method,
+            fn,
+            features=self.features,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            out_of_range=self.out_of_range,
+            method=self.method,
         )
         self.token_embed = TokenEmbed(
-            self.num_embeddings, self.features, dtype=self.dtype, param_dtype=self.param_dtype,
-            embedding_init=self.embedding_init, out_of_range=self.out_of_range,
-            method=self.method, logical_axes=module_core.TOKEN_AXES if self.logical_axes else None,
+            self.num_embeddings,
+            self.features,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            embedding_init=self.embedding_init,
+            out_of_range=self.out_of_range,
+            method=self.method,
+            logical_axes=module_core.TOKEN_AXES if self.logical_axes else None,
         )
         if self.position == "learned":
             self.position_embed = PositionEmbed(
-                self.max_len, self.features, dtype=self.dtype, param_dtype=self.param_dtype,
-                embedding_init=self.position_init, out_of_range=self.out_of_range,
+                self.max_len,
+                self.features,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                embedding_init=self.position_init,
+                out_of_range=self.out_of_range,
                 method=self.method,
                 logical_axes=module_core.POSITION_AXES if self.logical_axes else None,
             )
@@ -393,20 +443,32 @@ class TokenAndPositionEmbed(nn.Module):
         if self.decode:
             offset = self._cache_offset(fn, ids, positions, segment_ids, offset)
         x = module_core.token_and_position(
-            fn, self.token_embed.embedding, ids, position=self.position,
+            fn,
+            self.token_embed.embedding,
+            ids,
+            position=self.position,
             position_table=self.position_embed.embedding if self.position == "learned" else None,
-            convention=self.convention, max_len=self.max_len, positions=positions,
-            segment_ids=segment_ids, offset=offset, scale=self.scale,
-            norm=self.norm() if self.layer_norm else None, norm_eps=self.layer_norm_epsilon,
-            out_of_range=self.out_of_range, method=self.method, dtype=self.dtype,
+            convention=self.convention,
+            max_len=self.max_len,
+            positions=positions,
+            segment_ids=segment_ids,
+            offset=offset,
+            scale=self.scale,
+            norm=self.norm() if self.layer_norm else None,
+            norm_eps=self.layer_norm_epsilon,
+            out_of_range=self.out_of_range,
+            method=self.method,
+            dtype=self.dtype,
         )
         if self.dropout_rate > 0:
             x = self.dropout(x, deterministic=deterministic)
         return x
 
     def _cache_offset(self, fn, ids, positions, segment_ids, offset):
-        if positions is not None or segment_ids is not None or not (
-            isinstance(offset, int) and offset == 0
+        if (
+            positions is not None
+            or segment_ids is not None
+            or not (isinstance(offset, int) and offset == 0)
         ):
             raise ValueError(
                 f"{fn}: `offset`, `positions` and `segment_ids` must be left unset with "
@@ -477,8 +539,13 @@ class RotaryEmbedding(nn.Module):
     ) -> Float[Array, "*batch seq heads head_dim"]:
         """Rotated ``x`` (same shape and dtype)."""
         return apply_rope(
-            x, positions, base=self.base, layout=self.layout, rotary_dim=self.rotary_dim,
-            scaling=self.scaling, seq_len=self.seq_len,
+            x,
+            positions,
+            base=self.base,
+            layout=self.layout,
+            rotary_dim=self.rotary_dim,
+            scaling=self.scaling,
+            seq_len=self.seq_len,
         )
 
 
@@ -571,10 +638,18 @@ class RelativePositionBias(nn.Module):
         if self.dtype is not None:
             checks.check_float_dtype(fn, "dtype", self.dtype)
         table = _param(
-            self, "rel_embedding", self.embedding_init, (self.num_buckets, self.num_heads),
-            self.param_dtype, self.logical_axes,
+            self,
+            "rel_embedding",
+            self.embedding_init,
+            (self.num_buckets, self.num_heads),
+            self.param_dtype,
+            self.logical_axes,
         )
         return t5_relative_bias(
-            q_positions, k_positions, table, bidirectional=self.bidirectional,
-            max_distance=self.max_distance, dtype=self.dtype,
+            q_positions,
+            k_positions,
+            table,
+            bidirectional=self.bidirectional,
+            max_distance=self.max_distance,
+            dtype=self.dtype,
         )

@@ -88,14 +88,20 @@ def check_token_and_position(
     checks.static_float(fn, "layer_norm_epsilon", layer_norm_epsilon, positive=True)
 
 
-def position_rows(fn: str, table: Array, positions: Any, *, out_of_range: str, method: str,
-                  dtype: Dtype) -> Array:
+def position_rows(
+    fn: str, table: Array, positions: Any, *, out_of_range: str, method: str, dtype: Dtype
+) -> Array:
     """``table[positions]`` for a learned position module; errors name ``positions``."""
     pos = checks.as_int_array(fn, "positions", positions)
     table = jnp.asarray(table)
     return lookup_rows(
-        fn, "positions", table, pos, out_of_range=out_of_range,
-        method=resolve_method(method, table.shape[0], fn), what="max_len",
+        fn,
+        "positions",
+        table,
+        pos,
+        out_of_range=out_of_range,
+        method=resolve_method(method, table.shape[0], fn),
+        what="max_len",
         dtype=table.dtype if dtype is None else dtype,
     )
 

@@ -90,8 +90,12 @@ class TokenEmbed(nnx.Module):
         fn = type(self).__name__
         checks.static_int(fn, "num_embeddings", num_embeddings, minimum=1)
         module_core.check_common(
-            fn, features=features, dtype=dtype, param_dtype=param_dtype,
-            out_of_range=out_of_range, method=method,
+            fn,
+            features=features,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            out_of_range=out_of_range,
+            method=method,
         )
         self.embedding = _param(
             rngs, embedding_init, (num_embeddings, features), param_dtype, logical_axes
@@ -108,7 +112,10 @@ class TokenEmbed(nnx.Module):
         """Rows of the table for integer ``inputs`` of any shape: ``inputs.shape + (d,)``."""
         ids = module_core.check_ids(type(self).__name__, inputs)
         return embed(
-            self.embedding[...], ids, out_of_range=self.out_of_range, method=self.method,
+            self.embedding[...],
+            ids,
+            out_of_range=self.out_of_range,
+            method=self.method,
             dtype=self.dtype,
         )
 
@@ -151,11 +158,16 @@ class PositionEmbed(nnx.Module):
         fn = type(self).__name__
         checks.static_int(fn, "max_len", max_len, minimum=1)
         module_core.check_common(
-            fn, features=features, dtype=dtype, param_dtype=param_dtype,
-            out_of_range=out_of_range, method=method,
+            fn,
+            features=features,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            out_of_range=out_of_range,
+            method=method,
         )
-        self.embedding = _param(rngs, embedding_init, (max_len, features), param_dtype,
-                                logical_axes)
+        self.embedding = _param(
+            rngs, embedding_init, (max_len, features), param_dtype, logical_axes
+        )
         self.max_len = max_len
         self.features = features
         self.dtype = dtype
@@ -166,8 +178,12 @@ class PositionEmbed(nnx.Module):
     def __call__(self, positions: Int[Array, "*shape"]) -> Float[Array, "*shape features"]:
         """Rows ``P[positions]``: ``positions.shape + (features,)``."""
         return module_core.position_rows(
-            type(self).__name__, self.embedding[...], positions, out_of_range=self.out_of_range,
-            method=self.method, dtype=self.dtype,
+            type(self).__name__,
+            self.embedding[...],
+            positions,
+            out_of_range=self.out_of_range,
+            method=self.method,
+            dtype=self.dtype,
         )
 
 
@@ -198,8 +214,12 @@ class SinusoidalPositionEmbed(nnx.Module):
     ):
         fn = type(self).__name__
         module_core.check_common(
-            fn, features=features, dtype=dtype, param_dtype=jnp.float32,
-            out_of_range=out_of_range, method="auto",
+            fn,
+            features=features,
+            dtype=dtype,
+            param_dtype=jnp.float32,
+            out_of_range=out_of_range,
+            method="auto",
         )
         if max_len is not None:
             checks.static_int(fn, "max_len", max_len, minimum=1)
@@ -213,8 +233,13 @@ class SinusoidalPositionEmbed(nnx.Module):
     def __call__(self, positions: Int[Array, "*shape"]) -> Float[Array, "*shape features"]:
         """Encodings of integer ``positions``: ``positions.shape + (features,)``."""
         return module_core.bounded_sinusoid(
-            type(self).__name__, positions, self.features, convention=self.convention,
-            max_len=self.max_len, out_of_range=self.out_of_range, dtype=self.dtype,
+            type(self).__name__,
+            positions,
+            self.features,
+            convention=self.convention,
+            max_len=self.max_len,
+            out_of_range=self.out_of_range,
+            dtype=self.dtype,
         )
 
 
@@ -280,24 +305,46 @@ class TokenAndPositionEmbed(nnx.Module):
     ):
         fn = type(self).__name__
         module_core.check_token_and_position(
-            fn, num_embeddings=num_embeddings, features=features, max_len=max_len,
-            position=position, scale=scale, dropout_rate=dropout_rate,
-            layer_norm_epsilon=layer_norm_epsilon, convention=convention,
+            fn,
+            num_embeddings=num_embeddings,
+            features=features,
+            max_len=max_len,
+            position=position,
+            scale=scale,
+            dropout_rate=dropout_rate,
+            layer_norm_epsilon=layer_norm_epsilon,
+            convention=convention,
         )
         module_core.check_common(
-            fn, features=features, dtype=dtype, param_dtype=param_dtype,
-            out_of_range=out_of_range, method=method,
+            fn,
+            features=features,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            out_of_range=out_of_range,
+            method=method,
         )
         self.token_embed = TokenEmbed(
-            num_embeddings, features, dtype=dtype, param_dtype=param_dtype,
-            embedding_init=embedding_init, out_of_range=out_of_range, method=method,
-            logical_axes=module_core.TOKEN_AXES if logical_axes else None, rngs=rngs,
+            num_embeddings,
+            features,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            embedding_init=embedding_init,
+            out_of_range=out_of_range,
+            method=method,
+            logical_axes=module_core.TOKEN_AXES if logical_axes else None,
+            rngs=rngs,
         )
         self.position_embed = (
             PositionEmbed(
-                max_len, features, dtype=dtype, param_dtype=param_dtype,
-                embedding_init=position_init, out_of_range=out_of_range, method=method,
-                logical_axes=module_core.POSITION_AXES if logical_axes else None, rngs=rngs,
+                max_len,
+                features,
+                dtype=dtype,
+                param_dtype=param_dtype,
+                embedding_init=position_init,
+                out_of_range=out_of_range,
+                method=method,
+                logical_axes=module_core.POSITION_AXES if logical_axes else None,
+                rngs=rngs,
             )
             if position == "learned"
             else None
@@ -336,8 +383,10 @@ class TokenAndPositionEmbed(nnx.Module):
         """Embed ``ids`` ``[..., seq]`` -> ``[..., seq, features]`` (see the linen module)."""
         fn = type(self).__name__
         if self.decode:
-            if positions is not None or segment_ids is not None or not (
-                isinstance(offset, int) and offset == 0
+            if (
+                positions is not None
+                or segment_ids is not None
+                or not (isinstance(offset, int) and offset == 0)
             ):
                 raise ValueError(
                     f"{fn}: `offset`, `positions` and `segment_ids` must be left unset with "
@@ -346,15 +395,24 @@ class TokenAndPositionEmbed(nnx.Module):
             offset = self.cache_index[...]
             self.cache_index[...] = offset + jnp.int32(jnp.shape(ids)[-1])
         x = module_core.token_and_position(
-            fn, self.token_embed.embedding[...], ids, position=self.position,
+            fn,
+            self.token_embed.embedding[...],
+            ids,
+            position=self.position,
             position_table=(
                 self.position_embed.embedding[...] if self.position_embed is not None else None
             ),
-            convention=self.convention, max_len=self.max_len, positions=positions,
-            segment_ids=segment_ids, offset=offset, scale=self.scale,
+            convention=self.convention,
+            max_len=self.max_len,
+            positions=positions,
+            segment_ids=segment_ids,
+            offset=offset,
+            scale=self.scale,
             norm=(self.norm.scale[...], self.norm.bias[...]) if self.norm is not None else None,
-            norm_eps=self.layer_norm_epsilon, out_of_range=self.out_of_range,
-            method=self.method, dtype=self.dtype,
+            norm_eps=self.layer_norm_epsilon,
+            out_of_range=self.out_of_range,
+            method=self.method,
+            dtype=self.dtype,
         )
         if self.dropout is not None:
             x = self.dropout(x, deterministic=deterministic)
@@ -421,8 +479,13 @@ class RotaryEmbedding(nnx.Module):
     ) -> Float[Array, "*batch seq heads head_dim"]:
         """Rotated ``x`` (same shape and dtype)."""
         return apply_rope(
-            x, positions, base=self.base, layout=self.layout, rotary_dim=self.rotary_dim,
-            scaling=self.scaling, seq_len=self.seq_len,
+            x,
+            positions,
+            base=self.base,
+            layout=self.layout,
+            rotary_dim=self.rotary_dim,
+            scaling=self.scaling,
+            seq_len=self.seq_len,
         )
 
 
@@ -523,6 +586,10 @@ class RelativePositionBias(nnx.Module):
     ) -> Float[Array, "*batch heads q k"]:
         """Bias ``[..., heads, q, k]`` to add to the attention logits."""
         return t5_relative_bias(
-            q_positions, k_positions, self.rel_embedding[...],
-            bidirectional=self.bidirectional, max_distance=self.max_distance, dtype=self.dtype,
+            q_positions,
+            k_positions,
+            self.rel_embedding[...],
+            bidirectional=self.bidirectional,
+            max_distance=self.max_distance,
+            dtype=self.dtype,
         )

@@ -8,8 +8,9 @@ the frequency in cycles per step, ``f = w / (2 pi)``, is prepared on the host in
 and stored as a 64-bit fixed-point fraction ``F = round(f * 2**64)`` (two uint32 words).
 The phase ``frac(p * f)`` is then ``(p * F) mod 2**64``, an exact integer product of
 which only the top 32 bits are kept. Those bits are reduced to an octant exactly
-(integer bit operations) and evaluated with float32 minimax polynomials. The error is at most ``2**31`` units of ``2**-64``
-from rounding ``F`` plus three units of ``2**-32`` from the truncated low product, so
+(integer bit operations) and evaluated with float32 minimax polynomials. The phase
+error is at most ``2**31`` units of ``2**-64`` from rounding ``F`` plus three units of
+``2**-32`` from the truncated low product, so
 for every int32 position the float32 result is within a few ulp of the exact
 ``sin(2 pi frac(p f))``.
 
@@ -117,7 +118,11 @@ def phase(positions: Int[Array, "*shape"], freqs: FixedPoint) -> Int[Array, "*sh
 
 # Minimax polynomials for sin and cos on [-pi/4, pi/4], float32 (Cephes sinf.c and
 # cosf.c by S. L. Moshier; about 1 ulp there).
-_S1, _S2, _S3 = np.float32(-1.6666654611e-1), np.float32(8.3321608736e-3), np.float32(-1.9515295891e-4)
+_S1, _S2, _S3 = (
+    np.float32(-1.6666654611e-1),
+    np.float32(8.3321608736e-3),
+    np.float32(-1.9515295891e-4),
+)
 _C1, _C2, _C3 = (
     np.float32(4.166664568298827e-2),
     np.float32(-1.388731625493765e-3),

@@ -34,7 +34,7 @@ def _shape_arg(fn: str, shape) -> tuple[int, ...]:
 
 
 def positions_from_offset(
-    shape: int | tuple[int, ...], offset: int | Int[ArrayLike, "batch"] = 0
+    shape: int | tuple[int, ...], offset: int | Int[ArrayLike, " batch"] = 0
 ) -> Int[Array, "*batch seq"]:
     r"""``arange(seq) + offset`` per row: the positions of a decoding step.
 
@@ -83,8 +83,9 @@ def positions_from_offset(
     if off.ndim == 0:
         return jnp.broadcast_to(base + off, shp)
     if off.ndim != 1 or (len(shp) == 2 and off.shape[0] != shp[0]):
+        batch = shp[0] if len(shp) == 2 else "?"
         raise ValueError(
-            f"{fn}: `offset` must be a scalar or a [batch] array with batch={shp[0] if len(shp) == 2 else '?'}, "
+            f"{fn}: `offset` must be a scalar or a [batch] array with batch={batch}, "
             f"got shape {tuple(off.shape)}"
         )
     return base[None, :] + off[:, None]
@@ -93,7 +94,10 @@ def positions_from_offset(
 def positions_from_segments(segment_ids: Int[ArrayLike, "*batch seq"]) -> Int[Array, "*batch seq"]:
     r"""Positions that restart at 0 wherever the segment id changes (packed rows).
 
-    .. math:: \mathrm{pos}_t = t - \max\{s \le t : s = 0 \lor \mathrm{seg}_s \ne \mathrm{seg}_{s-1}\}
+    .. math::
+
+      \mathrm{pos}_t = t - \max\{s \le t : s = 0 \lor
+      \mathrm{seg}_s \ne \mathrm{seg}_{s-1}\}
 
     Padding is usually its own segment (id 0); its positions count up like any other
     segment and are masked by the caller.
@@ -161,7 +165,7 @@ def positions_from_mask(mask: Bool[ArrayLike, "*batch seq"]) -> Int[Array, "*bat
 def positions(
     shape_or_mask,
     *,
-    offset: int | Int[ArrayLike, "batch"] = 0,
+    offset: int | Int[ArrayLike, " batch"] = 0,
     segment_ids: Int[ArrayLike, "*batch seq"] | None = None,
 ) -> Int[Array, "*batch seq"]:
     r"""Position ids from a shape (with ``offset``), from ``segment_ids``, or from a mask.

@@ -223,8 +223,7 @@ def sinusoidal_table(
     s = checks.static_int(fn, "start", start)
     if s < checks.INT32_MIN or s + max(n, 1) - 1 > checks.INT32_MAX:
         raise ValueError(
-            f"{fn}: positions `start`..`start + length - 1` must fit in int32, got "
-            f"{s}..{s + n - 1}"
+            f"{fn}: positions `start`..`start + length - 1` must fit in int32, got {s}..{s + n - 1}"
         )
     conv = get_convention(convention, fn)
     d = _check_dim(fn, dim, conv)
