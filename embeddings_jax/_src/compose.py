@@ -93,9 +93,18 @@ def layer_norm(
     return _layer_norm(jnp.asarray(x), scale, bias, eps)
 
 
-# Largest default-position sinusoid (seq * features) evaluated at trace time and
-# embedded as a constant (16 MiB in float32); longer ones are computed in the graph.
-CONST_SINUSOID_MAX_ELEMENTS = 2**22
+def _materialize(f, operand: Array) -> Array:
+    """``f(operand)`` computed as its own array, never fused into its consumer.
+
+    XLA fuses a cheap-looking elementwise producer into a broadcasting consumer, so a
+    ``[seq, features]`` sinusoid added to ``[batch, seq, features]`` rows would have
+    its (exact, integer-heavy) phase arithmetic recomputed for every batch row
+    (measured 1.5-2.7x the precomputed-table time on CPU). ``optimization_barrier``
+    does not stop this on XLA:CPU; a conditional is a fusion boundary XLA keeps. Both
+    branches are the same function, so the predicate is irrelevant to the result.
+    """
+    pred = operand.reshape(-1)[0] >= 0 if operand.size else jnp.bool_(True)
+    return lax.cond(pred, f, f, operand)
 
 
 def _static_offset(offset) -> int | None:
@@ -290,7 +299,6 @@ def embed_and_add(
     # dense slice-transpose for the default arange), not a scatter of batch*seq rows.
     pos = None
     static_slice = None  # first row of a static, in-range arange: P[start:start+seq]
-    static_sin = None  # first position of a static arange whose sinusoid is a constant
     if table is not None or conv is not None:
         if positions is not None:
             pos = checks.as_int_array(fn, "positions", positions)
@@ -330,8 +338,6 @@ def embed_and_add(
                 pos = positions_from_offset((seq,), static)
                 if table is not None and static >= 0:
                     static_slice = static
-                if conv is not None and seq * d <= CONST_SINUSOID_MAX_ELEMENTS:
-                    static_sin = static
 
     acc = acc_dtype(token_table.dtype)
     tok = lookup_rows(
@@ -368,18 +374,13 @@ def embed_and_add(
             )
         x = _add_position(x, p)
     elif conv is not None:
-        if static_sin is not None:
-            # Static positions: evaluate the [seq, features] sinusoid now, so it enters
-            # the computation as a constant. Traced, XLA fuses its (integer-heavy, exact)
-            # phase arithmetic into the add loop and recomputes it for every batch row
-            # (measured 2.7x the precomputed-table time at S2 bfloat16 on CPU).
-            with jax.ensure_compile_time_eval():
-                p = sinusoidal(
-                    positions_from_offset((seq,), static_sin), d, convention=conv, dtype=x.dtype
-                )
-        else:
-            p = sinusoidal(pos, d, convention=conv, dtype=x.dtype)
-        x = _add_position(x, p)
+        def sinusoid(q):
+            return sinusoidal(q, d, convention=conv, dtype=x.dtype)
+
+        # A position term shared by every row ([seq] positions) is computed once, as
+        # its own [seq, features] array; per-row positions are as large as the output.
+        shared = pos.ndim < x.ndim - 1
+        x = _add_position(x, _materialize(sinusoid, pos) if shared else sinusoid(pos))
     if norm is not None:
         x = _layer_norm(x, norm[0], norm[1], eps)
     return x.astype(out_dtype)
