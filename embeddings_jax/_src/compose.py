@@ -128,6 +128,48 @@ def _check_offset(fn: str, offset, ids_shape: tuple[int, ...]) -> Array:
     return off
 
 
+def position_ids(fn: str, ids: Array, positions, segment_ids, offset) -> tuple[Array, int | None]:
+    """The position ids of ``embed_and_add``, at their un-broadcast shape.
+
+    Explicit ``positions`` (validated to broadcast to ``ids.shape``), else positions
+    restarting per segment plus ``offset``, else ``arange(seq) + offset`` as ``[seq]``
+    (a scalar offset: one term shared by every row) or ``[batch, seq]`` (per-row
+    offsets). Also returns the offset when it is a static Python int on the default
+    path (``None`` otherwise), for static bounds checks and slicing.
+    """
+    seq = ids.shape[-1]
+    if positions is not None:
+        pos = checks.as_int_array(fn, "positions", positions)
+        try:
+            shape = jnp.broadcast_shapes(pos.shape, ids.shape)
+        except ValueError:
+            shape = None
+        if shape != ids.shape:
+            raise ValueError(
+                f"{fn}: `positions` must broadcast to ids.shape {tuple(ids.shape)}, got "
+                f"shape {tuple(pos.shape)}"
+            )
+        return pos, None
+    static = _static_offset(offset)
+    if segment_ids is not None:
+        seg = checks.as_int_array(fn, "segment_ids", segment_ids)
+        if seg.shape != ids.shape:
+            raise ValueError(
+                f"{fn}: `segment_ids` must have ids.shape {tuple(ids.shape)}, got shape "
+                f"{tuple(seg.shape)}"
+            )
+        pos = positions_from_segments(seg)
+        if static is None or static != 0:
+            off = _check_offset(fn, offset, ids.shape).astype(jnp.int32)
+            pos = pos + (off[:, None] if off.ndim == 1 else off)
+        return pos, None
+    if static is None:
+        off = _check_offset(fn, offset, ids.shape)
+        shape = (ids.shape[0], seq) if off.ndim == 1 else (seq,)
+        return positions_from_offset(shape, off), None
+    return positions_from_offset((seq,), static), static
+
+
 def _lead_ones(p: Array, ndim: int) -> Array:
     """Prepend size-1 axes so ``p`` broadcasts against an ``ndim``-D array explicitly."""
     return p.reshape((1,) * (ndim - p.ndim) + p.shape) if p.ndim < ndim else p
@@ -300,44 +342,15 @@ def embed_and_add(
     pos = None
     static_slice = None  # first row of a static, in-range arange: P[start:start+seq]
     if table is not None or conv is not None:
-        if positions is not None:
-            pos = checks.as_int_array(fn, "positions", positions)
-            try:
-                shape = jnp.broadcast_shapes(pos.shape, ids.shape)
-            except ValueError:
-                shape = None
-            if shape != ids.shape:
-                raise ValueError(
-                    f"{fn}: `positions` must broadcast to ids.shape {tuple(ids.shape)}, got "
-                    f"shape {tuple(pos.shape)}"
-                )
-        elif segment_ids is not None:
-            seg = checks.as_int_array(fn, "segment_ids", segment_ids)
-            if seg.shape != ids.shape:
-                raise ValueError(
-                    f"{fn}: `segment_ids` must have ids.shape {tuple(ids.shape)}, got shape "
-                    f"{tuple(seg.shape)}"
-                )
-            pos = positions_from_segments(seg)
-            static = _static_offset(offset)
-            if static is None or static != 0:
-                off = _check_offset(fn, offset, ids.shape).astype(jnp.int32)
-                pos = pos + (off[:, None] if off.ndim == 1 else off)
-        else:
-            static = _static_offset(offset)
-            if table is not None and static is not None and seq + static > table.shape[0]:
+        pos, static = position_ids(fn, ids, positions, segment_ids, offset)
+        if table is not None and static is not None:
+            if seq + static > table.shape[0]:
                 raise ValueError(
                     f"{fn}: `ids.shape[-1]` + `offset` must be <= max_len {table.shape[0]} "
                     f"(the position table length), got {seq} + {static} = {seq + static}"
                 )
-            lead = ids.shape[:-1]
-            if static is None:
-                off = _check_offset(fn, offset, ids.shape)
-                pos = positions_from_offset((lead[0], seq) if off.ndim == 1 else (seq,), off)
-            else:
-                pos = positions_from_offset((seq,), static)
-                if table is not None and static >= 0:
-                    static_slice = static
+            if static >= 0:
+                static_slice = static
 
     acc = acc_dtype(token_table.dtype)
     tok = lookup_rows(
@@ -374,6 +387,7 @@ def embed_and_add(
             )
         x = _add_position(x, p)
     elif conv is not None:
+
         def sinusoid(q):
             return sinusoidal(q, d, convention=conv, dtype=x.dtype)
 

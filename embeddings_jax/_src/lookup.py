@@ -335,6 +335,21 @@ def embed(
     )
 
 
+def check_attend_args(fn: str, table, x) -> None:
+    """Validate tied-logit arguments: floating ``table[V, d]`` and ``x[..., d]``."""
+    check_array(fn, "table", table)
+    check_array(fn, "x", x)
+    checks.check_floating(fn, "table", table)
+    checks.check_floating(fn, "x", x)
+    checks.check_ndim(fn, "table", table, 2, axes="vocab, features")
+    checks.check_ndim(fn, "x", x, min_ndim=1, axes="..., features")
+    if x.shape[-1] != table.shape[1]:
+        raise ValueError(
+            f"{fn}: `x` must have last axis features={table.shape[1]} (the table width), "
+            f"got shape {tuple(x.shape)}"
+        )
+
+
 def attend(
     table: Float[Array, "vocab features"],
     x: Float[Array, "*shape features"],
@@ -367,17 +382,7 @@ def attend(
       Press & Wolf, "Using the Output Embedding to Improve Language Models", 2017.
     """
     fn = "attend"
-    check_array(fn, "table", table)
-    check_array(fn, "x", x)
-    checks.check_floating(fn, "table", table)
-    checks.check_floating(fn, "x", x)
-    checks.check_ndim(fn, "table", table, 2, axes="vocab, features")
-    checks.check_ndim(fn, "x", x, min_ndim=1, axes="..., features")
-    if x.shape[-1] != table.shape[1]:
-        raise ValueError(
-            f"{fn}: `x` must have last axis features={table.shape[1]} (the table width), "
-            f"got shape {tuple(x.shape)}"
-        )
+    check_attend_args(fn, table, x)
     dt = (
         checks.promote_float(x.dtype, table.dtype)
         if dtype is None

@@ -13,11 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 import jax.numpy as jnp
-import numpy as np
 from jax.experimental import checkify
 
 from embeddings_jax._src import checks
-from embeddings_jax._src.compose import embed_and_add, layer_norm
+from embeddings_jax._src.compose import embed_and_add, layer_norm, position_ids
 from embeddings_jax._src.lookup import (
     METHODS,
     OUT_OF_RANGE_POLICIES,
@@ -25,7 +24,6 @@ from embeddings_jax._src.lookup import (
     lookup_rows,
     resolve_method,
 )
-from embeddings_jax._src.positions import positions_from_segments
 from embeddings_jax._src.sinusoidal import SinusoidalConvention, get_convention, sinusoidal
 from embeddings_jax._src.typing import Array, Dtype
 
@@ -168,44 +166,6 @@ def bounded_sinusoid(
     return jnp.where(valid[..., None], p, fill)
 
 
-def _position_ids(fn: str, ids: Array, positions, segment_ids, offset) -> Array:
-    """The position ids ``embed_and_add`` would use, for the sinusoid-with-max_len path."""
-    if positions is not None:
-        pos = checks.as_int_array(fn, "positions", positions)
-        try:
-            return jnp.broadcast_to(pos, ids.shape)
-        except ValueError:
-            raise ValueError(
-                f"{fn}: `positions` must broadcast to ids.shape {tuple(ids.shape)}, got shape "
-                f"{tuple(pos.shape)}"
-            ) from None
-    if segment_ids is not None:
-        seg = checks.as_int_array(fn, "segment_ids", segment_ids)
-        if seg.shape != ids.shape:
-            raise ValueError(
-                f"{fn}: `segment_ids` must have ids.shape {tuple(ids.shape)}, got shape "
-                f"{tuple(seg.shape)}"
-            )
-        pos = positions_from_segments(seg)
-    else:
-        pos = jnp.broadcast_to(jnp.arange(ids.shape[-1], dtype=jnp.int32), ids.shape)
-    if isinstance(offset, (int, np.integer)) and not isinstance(offset, bool) and offset == 0:
-        return pos
-    off = checks.as_int_array(fn, "offset", offset).astype(jnp.int32)
-    if off.ndim == 1:
-        if ids.ndim != 2 or off.shape[0] != ids.shape[0]:
-            raise ValueError(
-                f"{fn}: a per-row `offset` must have shape [batch] with batch = ids.shape[0] "
-                f"for 2-D ids {tuple(ids.shape)}, got shape {tuple(off.shape)}"
-            )
-        return pos + off[:, None]
-    if off.ndim != 0:
-        raise ValueError(
-            f"{fn}: `offset` must be a scalar or a [batch] array, got shape {tuple(off.shape)}"
-        )
-    return pos + off
-
-
 def token_and_position(
     fn: str,
     token_table: Array,
@@ -265,9 +225,9 @@ def token_and_position(
             **common,
         )
     # Sinusoid bounded by max_len: the token term in float32, plus the bounded sinusoid.
-    wide = jnp.promote_types(token_table.dtype, jnp.float32)
+    wide = checks.promote_float(token_table.dtype, jnp.float32)
     x = embed_and_add(token_table, ids, None, dtype=wide, **common)
-    pos = _position_ids(fn, ids, positions, segment_ids, offset)
+    pos = jnp.broadcast_to(position_ids(fn, ids, positions, segment_ids, offset)[0], ids.shape)
     x = x + bounded_sinusoid(
         fn,
         pos,

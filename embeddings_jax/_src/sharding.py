@@ -21,7 +21,7 @@ from jax.experimental import checkify
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from embeddings_jax._src import checks
-from embeddings_jax._src.lookup import OUT_OF_RANGE_POLICIES, check_ids_on_host
+from embeddings_jax._src.lookup import OUT_OF_RANGE_POLICIES, check_attend_args, check_ids_on_host
 from embeddings_jax._src.typing import Array, Dtype, Float, Int
 
 __all__ = [
@@ -257,15 +257,7 @@ def vocab_parallel_attend(
     """
     fn = "vocab_parallel_attend"
     _check_mesh(fn, mesh)
-    checks.check_floating(fn, "table", table)
-    checks.check_floating(fn, "x", x)
-    checks.check_ndim(fn, "table", table, 2, axes="vocab, features")
-    checks.check_ndim(fn, "x", x, min_ndim=1, axes="..., features")
-    if x.shape[-1] != table.shape[1]:
-        raise ValueError(
-            f"{fn}: `x` must have last axis features={table.shape[1]} (the table width), "
-            f"got shape {tuple(x.shape)}"
-        )
+    check_attend_args(fn, table, x)
     v_axes = _mesh_axes(fn, "vocab_axis", mesh, vocab_axis)
     b_axes = _mesh_axes(fn, "batch_axis", mesh, batch_axis)
     if not v_axes:
