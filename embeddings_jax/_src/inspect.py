@@ -51,7 +51,7 @@ def _flatten_states(fn: str, hidden, labels, label_name: str):
     if n < 2:
         raise ValueError(f"{fn}: `hidden` must hold at least 2 vectors, got {n}")
     x = jnp.asarray(hidden).reshape(n, hidden.shape[-1])
-    x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    x = x.astype(checks.promote_float(x.dtype, jnp.float32))
     return x, labels.reshape(n).astype(jnp.int32)
 
 

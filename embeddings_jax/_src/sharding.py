@@ -270,7 +270,7 @@ def vocab_parallel_attend(
             )
         _check_divisible(fn, "x.shape[0]", x.shape[0], mesh, b_axes)
     dt = (
-        jnp.promote_types(x.dtype, table.dtype)
+        checks.promote_float(x.dtype, table.dtype)
         if dtype is None
         else checks.check_float_dtype(fn, "dtype", dtype)
     )
