@@ -214,3 +214,21 @@ def test_table_errors():
     ):
         ej.sinusoidal_table(2, 4, start=2**31 - 1)
     assert ej.sinusoidal_table(0, 4).shape == (0, 4)
+
+
+@pytest.mark.slow
+def test_exact_dense_windows_over_int32():
+    # Every position in a window around each power of two and at the top of int32
+    # (786,432 positions at full size; CI runs EJ_SLOW_SCALE=0.25: 196,608), against float64.
+    from tests.conftest import slow_scale
+
+    half = max(64, int(2**15 * slow_scale()) // 2)
+    starts = [2**k - half for k in range(8, 31)] + [2**31 - 2 * half]
+    pos = np.unique(np.concatenate([np.arange(s, s + 2 * half) for s in starts]))
+    f = jax.jit(lambda p: ej.sinusoidal(p, 64, convention="tensor2tensor"))
+    worst = 0.0
+    for chunk in np.array_split(pos, max(1, len(pos) // 65536)):
+        got = np.asarray(f(jnp.asarray(chunk, jnp.int32)), np.float64)
+        worst = max(worst, float(np.abs(got - ref.tensor2tensor(chunk, 64)).max()))
+    assert len(pos) >= 24 * 128
+    assert worst <= 1e-6, worst
