@@ -194,6 +194,43 @@ def check_ids_on_host(fn: str, name: str, ids, size: int, what: str) -> None:
         )
 
 
+def resolve_ids(
+    fn: str,
+    name: str,
+    ids: Array,
+    size: int,
+    *,
+    out_of_range: str,
+    what: str,
+    table_name: str = "table",
+    table_shape: tuple[int, ...] = (),
+) -> tuple[Array, Array]:
+    """Apply the checks of ``out_of_range`` to ``ids``; return ``(clipped int32, valid)``.
+
+    ``error`` raises here for concrete ids and reports through ``checkify`` when
+    traced; the caller then fills invalid rows (``valid`` false) by its policy.
+    """
+    if size == 0 and out_of_range == "clip" and ids.size:
+        raise ValueError(
+            f"{fn}: `{table_name}` must have at least one row for out_of_range='clip' (there "
+            f"is no row to clip {name} to), got shape {tuple(table_shape)}"
+        )
+    if out_of_range == "error":
+        if not checks.is_traced(ids):
+            check_ids_on_host(fn, name, ids, size, what)
+    valid = (ids >= 0) & (ids < size)
+    if out_of_range == "error" and checks.is_traced(ids):
+        checkify.debug_check(
+            jnp.all(valid),
+            f"{fn}: `{name}` out of range [0, {size}) ({what}): first bad value {{}}",
+            jnp.where(valid, 0, ids).reshape(-1)[jnp.argmin(valid.reshape(-1))]
+            if ids.size
+            else jnp.int32(0),
+        )
+    idx = jnp.clip(ids, 0, size - 1).astype(jnp.int32) if size else jnp.zeros_like(ids)
+    return idx, valid
+
+
 def lookup_rows(
     fn: str,
     name: str,
@@ -220,24 +257,16 @@ def lookup_rows(
     """
     dtype = table.dtype if dtype is None else np.dtype(dtype)
     size = table.shape[0]
-    if size == 0 and out_of_range == "clip" and ids.size:
-        raise ValueError(
-            f"{fn}: `{table_name}` must have at least one row for out_of_range='clip' (there "
-            f"is no row to clip {name} to), got shape {tuple(table.shape)}"
-        )
-    if out_of_range == "error":
-        if not checks.is_traced(ids):
-            check_ids_on_host(fn, name, ids, size, what)
-    valid = (ids >= 0) & (ids < size)
-    if out_of_range == "error" and checks.is_traced(ids):
-        checkify.debug_check(
-            jnp.all(valid),
-            f"{fn}: `{name}` out of range [0, {size}) ({what}): first bad value {{}}",
-            jnp.where(valid, 0, ids).reshape(-1)[jnp.argmin(valid.reshape(-1))]
-            if ids.size
-            else jnp.int32(0),
-        )
-    idx = jnp.clip(ids, 0, size - 1).astype(jnp.int32) if size else jnp.zeros_like(ids)
+    idx, valid = resolve_ids(
+        fn,
+        name,
+        ids,
+        size,
+        out_of_range=out_of_range,
+        what=what,
+        table_name=table_name,
+        table_shape=tuple(table.shape),
+    )
     if method == "one_hot":
         rows = one_hot_rows(table, idx, dtype)
     elif size == 0:
