@@ -1,0 +1,222 @@
+// Fused row gather + add + LayerNorm for XLA:CPU, as an XLA FFI handler.
+//
+// y[r] = LayerNorm(scale * table[tok[r]] + pos_table[pos[r]]) * gamma + beta
+//
+// One pass per row: the row is built in a small float32 buffer (it stays in L1),
+// its mean and variance are taken from that buffer (two-pass, as the XLA path),
+// and it is written out once. Rows are split over XLA's intra-op thread pool.
+//
+// Index conventions (the Python side resolves the out-of-range policy):
+//   idx >= 0  the row to read (already inside the table)
+//   idx == -1 a zero row
+//   idx == -2 a NaN row
+// `tok_scale` is a 1-element buffer (1.0 when there is no scale: an exact multiply);
+// `flags` bit 1: a position term, bit 2: gamma, bit 3: beta.
+#include <Python.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace ej {
+
+enum class Kind { kF32, kBf16 };
+
+inline bool KindOf(ffi::DataType t, Kind* k) {
+  if (t == ffi::DataType::F32) { *k = Kind::kF32; return true; }
+  if (t == ffi::DataType::BF16) { *k = Kind::kBf16; return true; }
+  return false;
+}
+
+struct Args {
+  const void* table;
+  const int32_t* tok;
+  const void* pos;
+  const int32_t* pos_idx;
+  const float* gamma;
+  const float* beta;
+  void* out;
+  int64_t d;
+  int64_t vocab;     // rows of `table`
+  int64_t pos_rows;  // rows of `pos`
+  float scale;
+  float eps;
+  bool has_pos, has_gamma, has_beta;
+};
+
+using RowFn = void (*)(const Args&, int64_t, int64_t);
+
+}  // namespace ej
+
+// The row kernels, compiled for the baseline instruction set and, on x86-64 with
+// GCC, again for AVX2 and AVX-512; the widest one the CPU has is picked at run time.
+// Contraction into FMA is off (-ffp-contract=off in setup.py) and every sum keeps
+// its 16 explicit accumulators, so all variants give bit-identical results.
+namespace ej_generic {
+using ej::Args;
+using ej::Kind;
+using ej::RowFn;
+#include "rows.inc"
+}  // namespace ej_generic
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define EJ_MULTI_ISA 1
+#pragma GCC push_options
+#pragma GCC target("avx2")
+namespace ej_avx2 {
+using ej::Args;
+using ej::Kind;
+using ej::RowFn;
+#include "rows.inc"
+}  // namespace ej_avx2
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq")
+namespace ej_avx512 {
+using ej::Args;
+using ej::Kind;
+using ej::RowFn;
+#include "rows.inc"
+}  // namespace ej_avx512
+#pragma GCC pop_options
+#endif
+
+namespace {
+
+using ej::Args;
+using ej::Kind;
+using ej::RowFn;
+
+// EMBEDDINGS_JAX_CPU_ISA=generic|avx2 caps the instruction set (the tests use it to
+// check that every variant gives the same bits).
+RowFn Pick(Kind kt, Kind kp, Kind ko) {
+#ifdef EJ_MULTI_ISA
+  const char* cap_env = std::getenv("EMBEDDINGS_JAX_CPU_ISA");
+  const std::string cap = cap_env ? cap_env : "";
+  if (cap != "generic" && cap != "avx2" && __builtin_cpu_supports("avx512f") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512dq"))
+    return ej_avx512::Pick(kt, kp, ko);
+  if (cap != "generic" && __builtin_cpu_supports("avx2")) return ej_avx2::Pick(kt, kp, ko);
+#endif
+  return ej_generic::Pick(kt, kp, ko);
+}
+
+struct Shared {
+  explicit Shared(int64_t chunks) : remaining(chunks) {}
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> remaining;
+};
+
+ffi::Error EmbedAddLayerNormImpl(ffi::ThreadPool pool, ffi::AnyBuffer table,
+                                 ffi::Buffer<ffi::S32> tok, ffi::AnyBuffer pos,
+                                 ffi::Buffer<ffi::S32> pos_idx,
+                                 ffi::Buffer<ffi::F32> tok_scale,
+                                 ffi::Buffer<ffi::F32> gamma, ffi::Buffer<ffi::F32> beta,
+                                 ffi::Result<ffi::AnyBuffer> out, float eps,
+                                 int32_t flags) {
+  Kind kt, kp, ko;
+  if (!KindOf(table.element_type(), &kt) || !KindOf(pos.element_type(), &kp) ||
+      !KindOf(out->element_type(), &ko))
+    return ffi::Error::InvalidArgument("ej_embed_add_layer_norm: dtypes must be f32 or bf16");
+  // The Python side guarantees these shapes; a mismatch is a bug, not garbage output.
+  auto tdims = table.dimensions();
+  auto pdims = pos.dimensions();
+  auto odims = out->dimensions();
+  if (tdims.size() != 2 || pdims.size() != 2 || odims.size() != 2)
+    return ffi::Error::InvalidArgument("ej_embed_add_layer_norm: tables and output must be 2-D");
+  const int64_t d = tdims[1];
+  const int64_t n = static_cast<int64_t>(tok.element_count());
+  const bool has_pos = flags & 2, has_gamma = flags & 4, has_beta = flags & 8;
+  if (odims[0] != n || odims[1] != d ||
+      (has_pos && (pdims[1] != d || static_cast<int64_t>(pos_idx.element_count()) != n)) ||
+      (has_gamma && static_cast<int64_t>(gamma.element_count()) != d) ||
+      (has_beta && static_cast<int64_t>(beta.element_count()) != d) ||
+      tok_scale.element_count() != 1)
+    return ffi::Error::InvalidArgument("ej_embed_add_layer_norm: inconsistent shapes");
+  Args a;
+  a.table = table.untyped_data();
+  a.tok = tok.typed_data();
+  a.pos = pos.untyped_data();
+  a.pos_idx = pos_idx.typed_data();
+  a.gamma = gamma.typed_data();
+  a.beta = beta.typed_data();
+  a.out = out->untyped_data();
+  a.d = d;
+  a.vocab = tdims[0];
+  a.pos_rows = pdims[0];
+  a.scale = tok_scale.typed_data()[0];
+  a.eps = eps;
+  a.has_pos = has_pos;
+  a.has_gamma = has_gamma;
+  a.has_beta = has_beta;
+  RowFn fn = Pick(kt, kp, ko);
+  if (n == 0 || d == 0) return ffi::Error::Success();
+  // About 64 KiB of output per chunk; run in the caller when there is one chunk.
+  const int64_t rows_per_chunk = std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(d, 1));
+  const int64_t chunks = (n + rows_per_chunk - 1) / rows_per_chunk;
+  const int64_t workers = std::min<int64_t>(pool.num_threads(), chunks - 1);
+  if (workers <= 0) {
+    fn(a, 0, n);
+    return ffi::Error::Success();
+  }
+  auto shared = std::make_shared<Shared>(chunks);
+  auto work = [shared, a, fn, rows_per_chunk, chunks, n]() {
+    for (;;) {
+      const int64_t c = shared->next.fetch_add(1, std::memory_order_relaxed);
+      if (c >= chunks) return;
+      fn(a, c * rows_per_chunk, std::min(n, (c + 1) * rows_per_chunk));
+      shared->remaining.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  };
+  for (int64_t w = 0; w < workers; ++w) pool.Schedule([work] { work(); });
+  work();
+  // Tasks that start late find no chunk left and return without touching `a`'s
+  // buffers; wait only for chunks that were claimed.
+  while (shared->remaining.load(std::memory_order_acquire) > 0) std::this_thread::yield();
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(EjEmbedAddLayerNorm, EmbedAddLayerNormImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<float>("eps")
+                                  .Attr<int32_t>("flags"));
+
+static PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_cpu_kernels",
+                              "XLA:CPU FFI handlers of embeddings_jax.", -1, nullptr};
+
+PyMODINIT_FUNC PyInit__cpu_kernels(void) {
+  PyObject* m = PyModule_Create(&kModule);
+  if (m == nullptr) return nullptr;
+  PyObject* cap =
+      PyCapsule_New(reinterpret_cast<void*>(&EjEmbedAddLayerNorm), nullptr, nullptr);
+  if (cap == nullptr || PyModule_AddObject(m, "embed_add_layer_norm", cap) < 0) {
+    Py_XDECREF(cap);
+    Py_DECREF(m);
+    return nullptr;
+  }
+  return m;
+}
