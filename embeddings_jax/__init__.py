@@ -9,6 +9,7 @@ from embeddings_jax._src.bias import alibi_slopes
 from embeddings_jax._src.bias import t5_relative_bias
 from embeddings_jax._src.bias import t5_relative_bucket
 from embeddings_jax._src.compose import embed_and_add
+from embeddings_jax._src.cpu_kernel import cpu_kernel_status
 from embeddings_jax._src.compose import layer_norm
 from embeddings_jax._src.lookup import ONE_HOT_MAX_VOCAB_TPU
 from embeddings_jax._src.lookup import OUT_OF_RANGE_POLICIES
@@ -44,6 +45,7 @@ __all__ = (
     "alibi_slopes",
     "apply_rope",
     "attend",
+    "cpu_kernel_status",
     "embed",
     "embed_and_add",
     "extend_positions",

@@ -434,6 +434,29 @@ ERRORS = [
     ),
     # --- embed_and_add -------------------------------------------------------------
     Err(
+        "eaa-impl-unknown",
+        lambda: ej.embed_and_add(T, IDS, P, norm=(jnp.ones(4), jnp.zeros(4)), impl="pallas"),
+        ValueError,
+        r"embed_and_add: `impl` must be one of 'auto', 'xla', 'cpu_kernel', got 'pallas'",
+    ),
+    Err(
+        "eaa-impl-kernel-without-norm",
+        lambda: ej.embed_and_add(T, IDS, P, impl="cpu_kernel"),
+        ValueError,
+        # Where the kernel is not built, the first reason given is that.
+        r"embed_and_add: `impl`='cpu_kernel' (must have a supported case, got norm=None "
+        r"|needs the compiled kernel)",
+    ),
+    Err(
+        "eaa-impl-kernel-float16-table",
+        lambda: ej.embed_and_add(
+            T.astype(jnp.float16), IDS, P, norm=(jnp.ones(4), jnp.zeros(4)), impl="cpu_kernel"
+        ),
+        ValueError,
+        r"embed_and_add: `impl`='cpu_kernel' (must have a supported case, got token_table "
+        r"dtype float16 \(float32/bfloat16 only\); output dtype float16 |needs the compiled kernel)",
+    ),
+    Err(
         "eaa-ids-scalar",
         lambda: ej.embed_and_add(T, jnp.int32(1), "vaswani"),
         ValueError,

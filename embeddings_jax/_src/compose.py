@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from embeddings_jax._src import checks
+from embeddings_jax._src import checks, cpu_kernel
 from embeddings_jax._src.lookup import (
     OUT_OF_RANGE_POLICIES,
     acc_dtype,
     check_array,
     lookup_rows,
+    resolve_ids,
     resolve_method,
 )
 from embeddings_jax._src.positions import positions_from_offset, positions_from_segments
 from embeddings_jax._src.sinusoidal import SinusoidalConvention, get_convention, sinusoidal
 from embeddings_jax._src.typing import Array, ArrayLike, Dtype, Float, Int
 
-__all__ = ["embed_and_add", "layer_norm"]
+__all__ = ["IMPLS", "embed_and_add", "layer_norm"]
+
+# How embed_and_add's LayerNorm path may run (see its `impl` argument).
+IMPLS = ("auto", "xla", "cpu_kernel")
 
 
 def _layer_norm(x: Array, scale, bias, eps: float) -> Array:
@@ -224,6 +230,7 @@ def embed_and_add(
     out_of_range: str = "error",
     method: str = "auto",
     dtype: Dtype | None = None,
+    impl: str = "auto",
 ) -> Float[Array, "*batch seq features"]:
     r"""Token embedding plus position encoding, optionally scaled and layer-normalised.
 
@@ -256,9 +263,14 @@ def embed_and_add(
       out_of_range: policy for ids and positions, as in :func:`embed`.
       method: lookup method, as in :func:`embed`.
       dtype: output dtype; default ``token_table.dtype``.
-
-    Returns:
-      ``ids.shape + (features,)`` array of ``dtype``.
+      impl: how the ``norm`` path runs. ``"xla"``: XLA operations. ``"cpu_kernel"``:
+        on CPU, the compiled fused kernel (one pass per row: gather, add, statistics,
+        normalise, write; see :func:`cpu_kernel_status`); an error if it is not built
+        or the case is unsupported (float32/bfloat16 tables and output, gather
+        method). ``"auto"`` (default): the kernel when that would work and the
+        process has a single device (under a ``Mesh`` XLA partitions the XLA path),
+        else XLA. Derivatives always use the XLA path; kernel and XLA outputs agree
+        to float32 rounding. Other platforms always use XLA.
 
     Raises:
       TypeError: non-integer ids/positions/offset, non-floating tables, a
@@ -288,6 +300,7 @@ def embed_and_add(
     ids = checks.as_int_array(fn, "ids", ids)
     checks.check_ndim(fn, "ids", ids, min_ndim=1, axes="..., seq")
     checks.check_choice(fn, "out_of_range", out_of_range, OUT_OF_RANGE_POLICIES)
+    checks.check_choice(fn, "impl", impl, IMPLS)
     m = resolve_method(method, token_table.shape[0], fn)
     d = token_table.shape[1]
     seq = ids.shape[-1]
@@ -352,11 +365,187 @@ def embed_and_add(
             if static >= 0:
                 static_slice = static
 
+    static = dict(
+        fn=fn,
+        out_of_range=out_of_range,
+        method=method,
+        m=m,
+        conv=conv,
+        static_slice=static_slice,
+        eps=eps if norm is not None else None,
+        out_dtype=out_dtype,
+    )
+    gamma, beta = norm if norm is not None else (None, None)
+    args = (jnp.asarray(token_table), table, scale, gamma, beta, ids, pos)
+    if not _use_kernel(impl, norm, m, token_table, table, out_dtype, fn):
+        return _forward_xla(*args, **static)
+    xla = functools.partial(_forward_xla, **static)
+    kernel = functools.partial(_forward_kernel, **static)
+    return _kernel_primal(xla, kernel, args)
+
+
+def _use_kernel(impl, norm, m, token_table, table, out_dtype, fn: str) -> bool:
+    """Whether ``embed_and_add`` runs its LayerNorm path through the CPU kernel."""
+    if impl == "xla":
+        return False
+    unsupported = []
+    if norm is None:
+        unsupported.append("norm=None (the kernel is the fused LayerNorm path)")
+    if m != "gather":
+        unsupported.append(f"method {m!r} (the kernel gathers)")
+    for name, dt in (
+        ("token_table dtype", token_table.dtype),
+        ("position dtype", None if table is None else table.dtype),
+        ("output dtype", out_dtype),
+    ):
+        if dt is not None and np.dtype(dt) not in cpu_kernel.KERNEL_DTYPES:
+            unsupported.append(f"{name} {np.dtype(dt).name} (float32/bfloat16 only)")
+    if impl == "auto":
+        # Several devices mean a possible Mesh, and XLA would gather a custom call's
+        # sharded operands onto every device; the XLA path partitions instead.
+        return not unsupported and jax.device_count() == 1 and cpu_kernel.cpu_kernel_status()[0]
+    ok, why = cpu_kernel.cpu_kernel_status()
+    if not ok:
+        raise ValueError(f"{fn}: `impl`='cpu_kernel' needs the compiled kernel, got: {why}")
+    if unsupported:
+        raise ValueError(
+            f"{fn}: `impl`='cpu_kernel' must have a supported case, got " + "; ".join(unsupported)
+        )
+    return True
+
+
+def _kernel_primal(xla, kernel, args):
+    """``kernel(*args)`` on CPU (``xla`` elsewhere); derivatives are always ``xla``'s.
+
+    The JVP rule differentiates the XLA formulation, so ``grad``/``jvp``/``vjp`` see
+    exactly the XLA path (its custom float32-accumulating gradients included); only
+    un-differentiated calls read the kernel's output, which equals the XLA path's to
+    float32 rounding (different summation order).
+    """
+
+    @jax.custom_jvp
+    def f(*a):
+        return lax.platform_dependent(*a, cpu=kernel, default=xla)
+
+    f.defjvp(lambda primals, tangents: jax.jvp(xla, primals, tangents))
+    return f(*args)
+
+
+def _kernel_rows(fn, name, ids, size, out_of_range, what, table_name, table_shape):
+    idx, valid = resolve_ids(
+        fn,
+        name,
+        ids,
+        size,
+        out_of_range=out_of_range,
+        what=what,
+        table_name=table_name,
+        table_shape=table_shape,
+    )
+    return cpu_kernel.sentinel_ids(idx, valid, out_of_range)
+
+
+def _forward_kernel(
+    token_table,
+    table,
+    scale,
+    gamma,
+    beta,
+    ids,
+    pos,
+    *,
+    fn,
+    out_of_range,
+    method,
+    m,
+    conv,
+    static_slice,
+    eps,
+    out_dtype,
+):
+    """The fused kernel's version of :func:`_forward_xla` (same arguments)."""
+    del method, m  # the kernel gathers; _use_kernel checked the method
+    d = token_table.shape[1]
+    seq = ids.shape[-1]
+    n = ids.size
+    tok_idx = _kernel_rows(
+        fn,
+        "ids",
+        ids,
+        token_table.shape[0],
+        out_of_range,
+        "the vocabulary size",
+        "token_table",
+        tuple(token_table.shape),
+    ).reshape(-1)
+    p_table = p_idx = None
+    if table is not None and static_slice is not None:
+        p_table = table
+        p_idx = jnp.arange(static_slice, static_slice + seq, dtype=jnp.int32)
+    elif table is not None:
+        p_table = table
+        p_idx = _kernel_rows(
+            fn,
+            "positions",
+            pos,
+            table.shape[0],
+            out_of_range,
+            "the position table length",
+            "position",
+            tuple(table.shape),
+        )
+    elif conv is not None:
+        # The sinusoid rows are computed once (exactly, in float32) and read like a table.
+        acc = acc_dtype(token_table.dtype)
+        if pos.ndim < ids.ndim:
+            p_table = _materialize(lambda q: sinusoidal(q, d, convention=conv, dtype=acc), pos)
+            p_idx = jnp.arange(seq, dtype=jnp.int32)
+        else:
+            p_table = sinusoidal(pos, d, convention=conv, dtype=acc).reshape(-1, d)
+            p_idx = jnp.arange(n, dtype=jnp.int32).reshape(ids.shape)
+    if p_idx is not None:
+        p_idx = jnp.broadcast_to(p_idx, ids.shape).reshape(-1)
+    y = cpu_kernel.call(
+        token_table,
+        tok_idx,
+        p_table,
+        p_idx,
+        scale,
+        gamma,
+        beta,
+        eps=eps,
+        out_dtype=out_dtype,
+        has_scale=scale is not None,
+    )
+    return y.reshape(ids.shape + (d,))
+
+
+def _forward_xla(
+    token_table,
+    table,
+    scale,
+    gamma,
+    beta,
+    ids,
+    pos,
+    *,
+    fn,
+    out_of_range,
+    method,
+    m,
+    conv,
+    static_slice,
+    eps,
+    out_dtype,
+):
+    """``embed_and_add`` after validation, as XLA operations (every platform)."""
+    d = token_table.shape[1]
+    seq = ids.shape[-1]
     acc = acc_dtype(token_table.dtype)
     tok = lookup_rows(
         fn,
         "ids",
-        jnp.asarray(token_table),
+        token_table,
         ids,
         out_of_range=out_of_range,
         method=m,
@@ -395,6 +584,6 @@ def embed_and_add(
         # its own [seq, features] array; per-row positions are as large as the output.
         shared = pos.ndim < x.ndim - 1
         x = _add_position(x, _materialize(sinusoid, pos) if shared else sinusoid(pos))
-    if norm is not None:
-        x = _layer_norm(x, norm[0], norm[1], eps)
+    if eps is not None:
+        x = _layer_norm(x, gamma, beta, eps)
     return x.astype(out_dtype)

@@ -1,0 +1,325 @@
+"""The compiled CPU kernel behind embed_and_add(..., norm=...): golden values, parity with
+the XLA path, policies, transformations, dispatch and errors."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.experimental import checkify
+
+import embeddings_jax as ej
+from embeddings_jax._src import compose, cpu_kernel
+from tests import reference as ref
+
+AVAILABLE, WHY = ej.cpu_kernel_status()
+needs_kernel = pytest.mark.skipif(not AVAILABLE, reason=f"CPU kernel unavailable: {WHY}")
+
+rng = np.random.default_rng(7)
+V, P = 50, 40
+
+
+def _data(d, dtype=np.float32):
+    tok = jnp.asarray(rng.normal(size=(V, d)), dtype)
+    pos = jnp.asarray(rng.normal(size=(P, d)), dtype)
+    gamma = jnp.asarray(rng.normal(size=(d,)), jnp.float32)
+    beta = jnp.asarray(rng.normal(size=(d,)), jnp.float32)
+    return tok, pos, gamma, beta
+
+
+IDS = jnp.asarray(rng.integers(0, V, size=(3, 9)), jnp.int32)
+
+
+def _ref(tok, ids, pos_rows, gamma, beta, eps=1e-6, scale=None):
+    """Float64 LayerNorm(scale * tok[ids] + pos_rows) * gamma + beta."""
+    x = np.asarray(tok, np.float64)[np.asarray(ids)]
+    if scale is not None:
+        x = x * scale
+    x = x + pos_rows
+    g = np.ones(x.shape[-1]) if gamma is None else np.asarray(gamma, np.float64)
+    b = np.zeros(x.shape[-1]) if beta is None else np.asarray(beta, np.float64)
+    return ref.layer_norm(x, g, b, eps)
+
+
+def _both(*args, **kw):
+    """(kernel, xla) outputs of the same embed_and_add call."""
+    k = ej.embed_and_add(*args, impl="cpu_kernel", **kw)
+    x = ej.embed_and_add(*args, impl="xla", **kw)
+    return np.asarray(k, np.float64), np.asarray(x, np.float64)
+
+
+def test_kernel_built_when_required():
+    # CI sets EJ_REQUIRE_CPU_KERNEL=1: there the kernel must build and pass its self-test.
+    if os.environ.get("EJ_REQUIRE_CPU_KERNEL") == "1":
+        assert AVAILABLE, WHY
+    assert isinstance(AVAILABLE, bool) and WHY
+
+
+@needs_kernel
+@pytest.mark.parametrize("d", [1, 16, 37, 64, 768])
+@pytest.mark.parametrize("scale", [None, 2.5, -0.75])
+def test_learned_positions_golden(d, scale, maybe_jit):
+    tok, pos, gamma, beta = _data(d)
+    f = maybe_jit(
+        lambda t, p: ej.embed_and_add(
+            t, IDS, p, scale=scale, norm=(gamma, beta), impl="cpu_kernel", norm_eps=1e-5
+        )
+    )
+    want = _ref(tok, IDS, np.asarray(pos, np.float64)[:9], gamma, beta, 1e-5, scale)
+    np.testing.assert_allclose(f(tok, pos), want, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    "kw, pos_ids",
+    [
+        (dict(offset=5), np.arange(5, 14)[None]),
+        (dict(offset=jnp.array([0, 3, 31])), np.arange(9)[None] + np.array([[0], [3], [31]])),
+        (dict(positions=jnp.asarray(rng.integers(0, P, (3, 9)))), None),
+        (
+            dict(segment_ids=jnp.array([[1] * 4 + [2] * 5, [1] * 9, [3] * 2 + [4] * 7])),
+            np.array([[0, 1, 2, 3, 0, 1, 2, 3, 4], list(range(9)), [0, 1, 0, 1, 2, 3, 4, 5, 6]]),
+        ),
+    ],
+    ids=["static-offset", "per-row-offset", "positions", "segments"],
+)
+def test_position_sources_golden(kw, pos_ids):
+    tok, pos, gamma, beta = _data(37)
+    if pos_ids is None:
+        pos_ids = np.asarray(kw["positions"])
+    out = jax.jit(
+        lambda: ej.embed_and_add(tok, IDS, pos, norm=(gamma, beta), impl="cpu_kernel", **kw)
+    )()
+    want = _ref(
+        tok, IDS, np.asarray(pos, np.float64)[np.broadcast_to(pos_ids, IDS.shape)], gamma, beta
+    )
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
+@pytest.mark.parametrize("conv", ["vaswani", "tensor2tensor"])
+@pytest.mark.parametrize("per_row", [False, True])
+def test_sinusoid_golden(conv, per_row):
+    tok, _, gamma, beta = _data(38)
+    kw = dict(offset=jnp.array([0, 100, 2**20])) if per_row else dict(offset=7)
+    out = ej.embed_and_add(tok, IDS, conv, norm=(gamma, beta), impl="cpu_kernel", **kw)
+    q = np.arange(9)[None] + (np.array([[0], [100], [2**20]]) if per_row else 7)
+    table = ref.vaswani(q, 38) if conv == "vaswani" else ref.tensor2tensor(q, 38)
+    want = _ref(tok, IDS, np.broadcast_to(table, IDS.shape + (38,)), gamma, beta)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
+@pytest.mark.parametrize("has_gamma, has_beta", [(True, False), (False, True), (False, False)])
+def test_optional_affine_and_no_position(has_gamma, has_beta):
+    tok, pos, gamma, beta = _data(21)
+    g, b = (gamma if has_gamma else None), (beta if has_beta else None)
+    for position, rows in ((pos, np.asarray(pos, np.float64)[:9]), (None, 0.0)):
+        out = ej.embed_and_add(tok, IDS, position, norm=(g, b), impl="cpu_kernel")
+        np.testing.assert_allclose(out, _ref(tok, IDS, rows, g, b), rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
+@pytest.mark.parametrize("tok_dt", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("pos_dt", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("out_dt", [jnp.float32, jnp.bfloat16])
+def test_dtypes(tok_dt, pos_dt, out_dt):
+    tok, pos, gamma, beta = _data(40)
+    tok, pos = tok.astype(tok_dt), pos.astype(pos_dt)
+    out = ej.embed_and_add(tok, IDS, pos, norm=(gamma, beta), dtype=out_dt, impl="cpu_kernel")
+    assert out.dtype == out_dt
+    # The reference sees the same (possibly bf16-rounded) table entries.
+    want = _ref(tok.astype(jnp.float32), IDS, np.asarray(pos, np.float64)[:9], gamma, beta)
+    tol = 2.0**-8 if out_dt == jnp.bfloat16 else 1e-5  # bf16: one rounding of the result
+    np.testing.assert_allclose(np.asarray(out, np.float64), want, rtol=tol, atol=1e-5)
+    k, x = _both(tok, IDS, pos, norm=(gamma, beta), dtype=out_dt)
+    if out_dt == jnp.bfloat16:
+        # Both paths round the same float32 value (up to float32 rounding): at most one
+        # bf16 step apart, and nearly always equal.
+        assert np.mean(k == x) > 0.98
+        np.testing.assert_allclose(k, x, rtol=2.0**-7, atol=0)
+    else:
+        np.testing.assert_allclose(k, x, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
+@pytest.mark.parametrize("policy", ["zero", "nan", "clip", "error"])
+def test_out_of_range_policies_match_xla(policy):
+    tok, pos, gamma, beta = _data(24)
+    ids = jnp.array([[1, -1, V, 3], [V + 7, 2, 0, -50]])
+    positions = jnp.array([[0, 1, P, -1], [2, 3, 4, 5]])
+    f = lambda impl, t, i, q: ej.embed_and_add(  # noqa: E731
+        t, i, pos, positions=q, norm=(gamma, beta), out_of_range=policy, impl=impl
+    )
+    k = jax.jit(lambda t, i, q: f("cpu_kernel", t, i, q))(tok, ids, positions)
+    x = jax.jit(lambda t, i, q: f("xla", t, i, q))(tok, ids, positions)
+    np.testing.assert_array_equal(np.isnan(k), np.isnan(x))
+    np.testing.assert_allclose(k, x, rtol=1e-5, atol=1e-5)  # NaNs compare equal
+    if policy in ("nan", "error"):
+        assert np.isnan(k[0, 1]).all() and np.isnan(k[0, 2]).all() and np.isfinite(k[0, 0]).all()
+    if policy == "zero":
+        # Zero token row plus a valid position row: LayerNorm of the position row alone.
+        want = _ref(
+            np.zeros((1, 24)), np.zeros((1,), int), np.asarray(pos, np.float64)[1], gamma, beta
+        )
+        np.testing.assert_allclose(k[0, 1], want[0], rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
+def test_error_policy_concrete_raises_and_traced_reports():
+    tok, pos, gamma, beta = _data(8)
+    bad = jnp.array([[1, V]])
+    with pytest.raises(ValueError, match=r"`ids` must be in \[0, 50\)"):
+        ej.embed_and_add(tok, bad, pos, norm=(gamma, beta), impl="cpu_kernel")
+    f = jax.jit(lambda i: ej.embed_and_add(tok, i, pos, norm=(gamma, beta), impl="cpu_kernel"))
+    err, _ = checkify.checkify(f)(bad)
+    with pytest.raises(checkify.JaxRuntimeError, match="out of range"):
+        err.throw()
+    err, _ = checkify.checkify(f)(jnp.array([[1, 2]]))
+    err.throw()  # in range: no error
+
+
+@needs_kernel
+def test_grad_and_jvp_are_the_xla_paths():
+    tok, pos, gamma, beta = _data(37)
+
+    def loss(impl, t, p, g, b, s):
+        y = ej.embed_and_add(t, IDS, p, scale=s, norm=(g, b), impl=impl)
+        return jnp.sum(y * jnp.arange(37.0).reshape(1, 1, 37))
+
+    args = (tok, pos, gamma, beta, jnp.float32(1.5))
+    gk = jax.grad(lambda *a: loss("cpu_kernel", *a), argnums=(0, 1, 2, 3, 4))(*args)
+    gx = jax.grad(lambda *a: loss("xla", *a), argnums=(0, 1, 2, 3, 4))(*args)
+    for a, b in zip(gk, gx, strict=True):
+        np.testing.assert_array_equal(a, b)
+    tangents = tuple(jnp.ones_like(a) for a in args)
+    _, tk = jax.jvp(lambda *a: loss("cpu_kernel", *a), args, tangents)
+    _, tx = jax.jvp(lambda *a: loss("xla", *a), args, tangents)
+    np.testing.assert_array_equal(tk, tx)
+
+
+@needs_kernel
+def test_vmap_over_ids_and_tables():
+    tok, pos, gamma, beta = _data(16)
+    f = lambda t, i: ej.embed_and_add(t, i, pos, norm=(gamma, beta), impl="cpu_kernel")  # noqa: E731
+    out = jax.vmap(f, in_axes=(None, 0))(tok, IDS[:, None])
+    np.testing.assert_allclose(out[:, 0], f(tok, IDS), rtol=1e-6, atol=1e-6)
+    tables = jnp.stack([tok, 2.0 * tok])
+    out = jax.jit(jax.vmap(f, in_axes=(0, None)))(tables, IDS)
+    np.testing.assert_allclose(out[1], f(2.0 * tok, IDS), rtol=1e-6, atol=1e-6)
+
+
+@needs_kernel
+def test_rows_are_independent_of_batching():
+    # Each row is computed by the same code whatever the batch: decoding one step at a
+    # time gives the bits of the full sequence.
+    tok, pos, gamma, beta = _data(64)
+    full = ej.embed_and_add(tok, IDS, pos, norm=(gamma, beta), impl="cpu_kernel")
+    for t in range(IDS.shape[1]):
+        step = ej.embed_and_add(
+            tok, IDS[:, t : t + 1], pos, offset=t, norm=(gamma, beta), impl="cpu_kernel"
+        )
+        np.testing.assert_array_equal(step[:, 0], full[:, t])
+
+
+@needs_kernel
+def test_every_instruction_set_gives_the_same_bits(monkeypatch):
+    tok, pos, gamma, beta = _data(100)
+    ids = jnp.asarray(rng.integers(0, V, size=(64, 33)), jnp.int32)  # several chunks
+    outs = []
+    for cap in ("generic", "avx2", ""):
+        monkeypatch.setenv("EMBEDDINGS_JAX_CPU_ISA", cap)
+        outs.append(
+            np.asarray(
+                ej.embed_and_add(tok, ids, pos, scale=0.5, norm=(gamma, beta), impl="cpu_kernel")
+            )
+        )
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+
+
+@needs_kernel
+def test_empty_and_large_inputs():
+    tok, pos, gamma, beta = _data(12)
+    empty = ej.embed_and_add(
+        tok, jnp.zeros((2, 0), jnp.int32), pos, norm=(gamma, beta), impl="cpu_kernel"
+    )
+    assert empty.shape == (2, 0, 12)
+    # Rows near 1e4 with unit spread: float32 rounds the mean by about 1e-3, which both
+    # paths share; a one-pass variance (E[x^2] - mean^2, float32 ulp 8 at 1e8) would be
+    # off by O(1) or negative. The kernel's two-pass statistics do no worse than XLA's.
+    big = tok + 1e4
+    want = _ref(big, IDS, 0.0, gamma, beta)
+    k, x = _both(big, IDS, None, norm=(gamma, beta))
+    err_k, err_x = np.abs(k - want).max(), np.abs(x - want).max()
+    assert err_k < 0.05 and err_k <= 2 * err_x + 1e-6, (err_k, err_x)
+
+
+@needs_kernel
+def test_sharded_inputs_give_the_unsharded_result():
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as Ps
+
+    tok, pos, gamma, beta = _data(16)
+    ids = jnp.asarray(rng.integers(0, V, size=(8, 12)), jnp.int32)
+    mesh = Mesh(np.array(jax.devices()[:8]).reshape(2, 4), ("data", "model"))
+    ids_s = jax.device_put(ids, NamedSharding(mesh, Ps("data", None)))
+    tok_s = jax.device_put(tok, NamedSharding(mesh, Ps(None, "model")))
+    f = jax.jit(lambda t, i: ej.embed_and_add(t, i, pos, norm=(gamma, beta), impl="cpu_kernel"))
+    np.testing.assert_array_equal(f(tok_s, ids_s), f(tok, ids))
+
+
+def test_auto_uses_the_kernel_only_with_one_device(monkeypatch):
+    tok, pos, gamma, beta = _data(16)
+    f = lambda t: ej.embed_and_add(t, IDS, pos, norm=(gamma, beta))  # noqa: E731
+    assert jax.device_count() > 1  # conftest: 8 host devices
+    assert cpu_kernel.TARGET not in jax.jit(f).lower(tok).as_text()
+    monkeypatch.setattr(jax, "device_count", lambda *a: 1)
+    f1 = lambda t: ej.embed_and_add(t, IDS, pos, norm=(gamma, beta))  # noqa: E731 (new trace)
+    assert (cpu_kernel.TARGET in jax.jit(f1).lower(tok).as_text()) == AVAILABLE
+    # No norm: nothing to fuse, plain XLA.
+    g = lambda t: ej.embed_and_add(t, IDS, pos)  # noqa: E731
+    assert cpu_kernel.TARGET not in jax.jit(g).lower(tok).as_text()
+
+
+def test_auto_falls_back_when_unavailable(monkeypatch):
+    tok, pos, gamma, beta = _data(16)
+    monkeypatch.setattr(jax, "device_count", lambda *a: 1)
+    monkeypatch.setattr(cpu_kernel, "cpu_kernel_status", lambda: (False, "not built (test)"))
+    f = lambda t: ej.embed_and_add(t, IDS, pos, norm=(gamma, beta))  # noqa: E731
+    assert cpu_kernel.TARGET not in jax.jit(f).lower(tok).as_text()
+    with pytest.raises(
+        ValueError, match=r"`impl`='cpu_kernel' needs the compiled kernel, got: not built \(test\)"
+    ):
+        ej.embed_and_add(tok, IDS, pos, norm=(gamma, beta), impl="cpu_kernel")
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (
+            dict(impl="fast"),
+            r"embed_and_add: `impl` must be one of 'auto', 'xla', 'cpu_kernel', got 'fast'",
+        ),
+        (
+            dict(impl="cpu_kernel", norm=None),
+            r"got norm=None \(the kernel is the fused LayerNorm path\)",
+        ),
+        (dict(impl="cpu_kernel", method="one_hot"), r"got method 'one_hot' \(the kernel gathers\)"),
+        (
+            dict(impl="cpu_kernel", dtype=jnp.float16),
+            r"got output dtype float16 \(float32/bfloat16 only\)",
+        ),
+    ],
+)
+def test_errors(kw, match, monkeypatch):
+    monkeypatch.setattr(cpu_kernel, "cpu_kernel_status", lambda: (True, "pretend"))
+    tok, pos, gamma, beta = _data(8)
+    kw = {"norm": (gamma, beta), **kw}
+    with pytest.raises(ValueError, match=match):
+        ej.embed_and_add(tok, IDS, pos, **kw)
+
+
+def test_impls_constant_is_the_accepted_list():
+    assert compose.IMPLS == ("auto", "xla", "cpu_kernel")
