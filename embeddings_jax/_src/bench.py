@@ -292,6 +292,19 @@ def forward_cases(size: Size, *, torch_ok: bool = True) -> list[Case]:
                 ids,
             ),
         ),
+        Case(
+            "embed_and_add+layernorm_xla",
+            _bind(
+                jax.jit(
+                    lambda t, p, i: embed_and_add(
+                        t, i, p, norm=(g, b), out_of_range="clip", impl="xla"
+                    )
+                ),
+                tok,
+                pos,
+                ids,
+            ),
+        ),
         Case("naive+flax_layernorm", _bind(jax.jit(naive_ln), tok, pos, ids), "baseline"),
         Case(
             "sinusoid_on_the_fly",

@@ -14,6 +14,7 @@ import numpy as np
 
 from embeddings_jax._src import bench
 from embeddings_jax._src.compose import embed_and_add
+from embeddings_jax._src.cpu_kernel import cpu_kernel_status
 
 BASELINES = ("naive", "flax_embed_x2", "torch_embedding", "one_hot")
 
@@ -162,6 +163,9 @@ def main(args: argparse.Namespace) -> int:
         f"device: {dev} ({jax.devices()[0]}), jax {jax.__version__}, allocator: {alloc}, "
         f"load average: {os.getloadavg()[0]:.2f}"
     )
+    kernel_ok, kernel_why = cpu_kernel_status()
+    if jax.default_backend() == "cpu":
+        print(f"fused LayerNorm kernel: {'yes' if kernel_ok else 'no'} ({kernel_why})")
     hint = bench.allocator_hint()
     if hint:
         print(hint)
@@ -219,6 +223,7 @@ def main(args: argparse.Namespace) -> int:
         "jax": jax.__version__,
         "backend": jax.default_backend(),
         "allocator": alloc,
+        "cpu_kernel": kernel_ok,
         "load_average": os.getloadavg(),
         "cpu_count": os.cpu_count(),
         "rounds": rounds,
