@@ -323,3 +323,110 @@ def test_errors(kw, match, monkeypatch):
 
 def test_impls_constant_is_the_accepted_list():
     assert compose.IMPLS == ("auto", "xla", "cpu_kernel")
+
+
+# --- the gradient kernel: the dense scatter-add behind every row gather -------------
+
+
+def _grads(monkeypatch, devices, fn, *args):
+    """jit(grad(fn)) traced as if the process had `devices` devices (1: the kernel)."""
+    monkeypatch.setattr(jax, "device_count", lambda *a: devices)
+    f = jax.jit(jax.grad(lambda *a: fn(*a), argnums=tuple(range(len(args)))))
+    hlo = f.lower(*args).as_text()
+    return f(*args), cpu_kernel.SCATTER_TARGET in hlo
+
+
+@needs_kernel
+@pytest.mark.parametrize("policy", ["clip", "zero", "nan"])
+@pytest.mark.parametrize("table_dt", [jnp.float32, jnp.bfloat16])
+def test_gradient_kernel_is_bit_identical_to_xla(monkeypatch, policy, table_dt):
+    tok, pos, _, _ = _data(37)
+    tok = tok.astype(table_dt)
+    # Repeated ids (Zipf-like), unused rows, and out-of-range ids (zero cotangent rows).
+    ids = jnp.asarray(np.minimum(rng.zipf(1.3, (6, 40)) - 1, V + 3) - 1, jnp.int32)
+    ct = jnp.asarray(rng.normal(size=(6, 40, 37)), jnp.float32)
+
+    def loss(t, p):
+        y = ej.embed_and_add(t, ids, p, positions=ids % P, out_of_range=policy, dtype=jnp.float32)
+        return jnp.sum(jnp.where(jnp.isnan(y), 0.0, y) * ct)
+
+    (gk_t, gk_p), used_k = _grads(monkeypatch, 1, loss, tok, pos)
+    (gx_t, gx_p), used_x = _grads(monkeypatch, 2, loss, tok, pos)
+    assert used_k and not used_x
+    np.testing.assert_array_equal(gk_t, gx_t)
+    np.testing.assert_array_equal(gk_p, gx_p)
+    # And both are the float64 sum (rounded once to the table dtype): clip sends
+    # out-of-range ids' cotangents to the edge rows, zero/nan drop them.
+    ids_np, ct_np = np.asarray(ids), np.asarray(ct, np.float64)
+    keep = np.ones(ids_np.shape, bool) if policy == "clip" else (ids_np >= 0) & (ids_np < V)
+    want = np.zeros((V, 37))
+    np.add.at(want, np.clip(ids_np, 0, V - 1)[keep], ct_np[keep])
+    tol = 2.0**-8 if table_dt == jnp.bfloat16 else 1e-5
+    np.testing.assert_allclose(np.asarray(gk_t, np.float64), want, rtol=tol, atol=1e-5)
+
+
+@needs_kernel
+def test_gradient_kernel_edge_shapes(monkeypatch):
+    for vocab, ids in (
+        (1, jnp.zeros((3, 2), jnp.int32)),
+        (9, jnp.zeros((2, 0), jnp.int32)),
+        (9, jnp.int32(4)),
+    ):
+        table = jnp.asarray(rng.normal(size=(vocab, 5)), jnp.float32)
+
+        def loss(t, ids=ids):
+            return jnp.sum(ej.embed(t, ids) * 1.5)
+
+        (gk,), used = _grads(monkeypatch, 1, loss, table)
+        (gx,), _ = _grads(monkeypatch, 2, loss, table)
+        assert used
+        np.testing.assert_array_equal(gk, gx)
+
+
+@needs_kernel
+def test_gradient_kernel_under_vmap_eager_and_second_order(monkeypatch):
+    monkeypatch.setattr(jax, "device_count", lambda *a: 1)
+    tok, _, _, _ = _data(6)
+    ids = jnp.asarray(rng.integers(0, V, (4, 5)), jnp.int32)
+    w = jnp.asarray(rng.normal(size=(5, 6)), jnp.float32)
+
+    def loss(t, i):
+        return jnp.sum(jnp.sin(ej.embed(t, i)) * w)
+
+    def ref_loss(t, i):  # the same function through a plain gather
+        return jnp.sum(jnp.sin(t[i]) * w)
+
+    g = jax.grad(loss)
+    np.testing.assert_allclose(
+        g(tok, ids[0]), jax.grad(ref_loss)(tok, ids[0]), rtol=1e-6, atol=1e-6
+    )
+    per_row = jax.jit(jax.vmap(g, in_axes=(None, 0)))(tok, ids)  # batched cotangents
+    want = jax.vmap(jax.grad(ref_loss), in_axes=(None, 0))(tok, ids)
+    np.testing.assert_allclose(per_row, want, rtol=1e-6, atol=1e-6)
+    # Hessian-vector product: forward mode over the reverse pass (transpose of the scatter).
+    v = jnp.asarray(rng.normal(size=tok.shape), jnp.float32)
+    hvp = jax.jit(lambda t: jax.jvp(lambda u: g(u, ids[1]), (t,), (v,))[1])(tok)
+    want = jax.jvp(lambda u: jax.grad(ref_loss)(u, ids[1]), (tok,), (v,))[1]
+    np.testing.assert_allclose(hvp, want, rtol=1e-5, atol=1e-6)
+
+
+def test_status_is_computed_eagerly_even_inside_a_trace():
+    # The first use is usually inside jit; the self-test must run, not be staged into
+    # the user's function (which made it fail and switched the kernel off).
+    import subprocess
+    import sys
+
+    code = (
+        "import jax, jax.numpy as jnp, embeddings_jax as ej\n"
+        "from embeddings_jax._src import cpu_kernel\n"
+        "f = jax.jit(lambda t: ej.embed_and_add(t, jnp.array([[1, 2]]), None,"
+        " norm=(jnp.ones(4), jnp.zeros(4))))\n"
+        "f(jnp.ones((5, 4)))\n"
+        "print(cpu_kernel._state['ok'], cpu_kernel._state['reason'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(str(AVAILABLE)), out.stdout

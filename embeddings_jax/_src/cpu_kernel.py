@@ -1,24 +1,41 @@
-"""The optional compiled XLA:CPU kernel behind ``embed_and_add(..., norm=...)``.
+"""The optional compiled XLA:CPU kernels (``csrc/fused_layer_norm.cc``).
 
-XLA:CPU cannot fuse a gather, a row reduction and the normalisation that consumes it
-into one loop: the gathered sum is written out, then read again for the statistics
-and once more to normalise (about 2.5-3x a same-size copy). The handler in
-``csrc/fused_layer_norm.cc`` builds each row in an L1-sized buffer, takes its
-statistics there and writes it once. It is registered with ``jax.ffi`` for the CPU
-platform only; every other platform, and every derivative, uses the XLA path.
+1. Gather + add + LayerNorm (``embed_and_add(..., norm=...)``). XLA:CPU cannot fuse a
+   gather, a row reduction and the normalisation that consumes it into one loop: the
+   gathered sum is written out, then read again for the statistics and once more to
+   normalise (about 2.5-3x a same-size copy). The handler builds each row in an
+   L1-sized buffer, takes its statistics there and writes it once.
+2. The dense gradient of a row gather. XLA:CPU's scatter-add runs element by element
+   (about 1.4 GB/s); the handler sorts the indices once (a stable counting sort) and
+   writes every output row once, zero runs by ``memset``, with the same summation
+   order as XLA's sequential scatter, so the same bits.
+
+Both are registered with ``jax.ffi`` for the CPU platform only; every other platform
+uses the XLA formulation.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import ShapedArray
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
 
-__all__ = ["KERNEL_DTYPES", "call", "cpu_kernel_status", "sentinel_ids"]
+__all__ = [
+    "KERNEL_DTYPES",
+    "call",
+    "cpu_kernel_status",
+    "gather_rows_linear",
+    "sentinel_ids",
+]
 
 TARGET = "embeddings_jax_embed_add_layer_norm"
+SCATTER_TARGET = "embeddings_jax_scatter_add_rows"
 # Table, position and output dtypes the kernel reads and writes (compute is float32).
 KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(jnp.bfloat16))
 # Row index codes the kernel understands besides real rows (see fused_layer_norm.cc).
@@ -58,7 +75,11 @@ def _load() -> dict[str, object]:
         return {"ok": False, "reason": f"not built ({e}); reinstall with a C++17 compiler"}
     try:
         jax.ffi.register_ffi_target(TARGET, _cpu_kernels.embed_add_layer_norm, platform="cpu")
-        err = _self_test()
+        jax.ffi.register_ffi_target(SCATTER_TARGET, _cpu_kernels.scatter_add_rows, platform="cpu")
+        # The first call usually comes while a user function is being traced; the test
+        # must run now, not be staged into that function.
+        with jax.ensure_compile_time_eval():
+            err = max(_self_test(), _self_test_scatter())
     except Exception as e:  # noqa: BLE001 - any failure means: use XLA
         return {"ok": False, "reason": f"self-test failed: {type(e).__name__}: {e}"}
     if err > 1e-5:
@@ -85,6 +106,22 @@ def _self_test() -> float:
     c = x - x.mean(-1, keepdims=True)
     ref = c / np.sqrt((c * c).mean(-1, keepdims=True) + 1e-5) * gamma + beta
     return float(np.max(np.abs(np.asarray(y) - ref)))
+
+
+def _self_test_scatter() -> float:
+    """Max abs error of the gradient kernel against float64 (repeated and unused rows)."""
+    rng = np.random.default_rng(1)
+    ct = rng.standard_normal((3, 4, 19)).astype(np.float32)
+    idx = np.array([[0, 5, 5, 2], [7, 5, 0, 0], [2, 2, 9, 5]], np.int32)
+    with jax.default_device(jax.devices("cpu")[0]):
+        out = jax.jit(
+            lambda c, i: jax.ffi.ffi_call(SCATTER_TARGET, jax.ShapeDtypeStruct((11, 19), c.dtype))(
+                c, i
+            )
+        )(ct, idx)
+    want = np.zeros((11, 19))
+    np.add.at(want, idx.reshape(-1), ct.reshape(-1, 19).astype(np.float64))
+    return float(np.max(np.abs(np.asarray(out) - want)))
 
 
 def sentinel_ids(idx, valid, out_of_range: str):
@@ -120,3 +157,109 @@ def call(table, tok_idx, pos_table, pos_idx, scale, gamma, beta, *, eps, out_dty
     return jax.ffi.ffi_call(TARGET, out, vmap_method="sequential")(
         *args, eps=np.float32(eps), flags=np.int32(flags)
     )
+
+
+# --- The row gather whose transpose is the scatter kernel ---------------------------
+#
+# ``gather_rows_linear(table, idx)`` is ``table[idx]`` for in-range ``idx``. It is its own
+# primitive only so that its transpose can be ``_scatter_p``, lowered on CPU to the
+# kernel above (float32, one device, kernel available; decided at trace time and kept
+# as the ``kernel`` parameter) and everywhere else to XLA's scatter-add. Batched
+# (vmapped) tables or cotangents use the XLA formulation.
+
+
+def _gather_xla(table, idx):
+    return table.at[idx].get(mode="promise_in_bounds")
+
+
+def _scatter_xla(ct, idx, *, vocab, kernel=False):
+    del kernel
+    zeros = jnp.zeros((vocab,) + ct.shape[idx.ndim :], ct.dtype)
+    return zeros.at[idx].add(ct, mode="promise_in_bounds")
+
+
+_gather_p = Primitive("embeddings_jax_gather_rows")
+_scatter_p = Primitive("embeddings_jax_scatter_add_rows")
+
+
+def gather_rows_linear(table, idx):
+    """``table[idx]`` (``idx`` in range), transposed by the scatter kernel on CPU."""
+    return _gather_p.bind(table, idx)
+
+
+def _scatter(ct, idx, vocab: int):
+    kernel = np.dtype(ct.dtype) == np.float32 and jax.device_count() == 1 and cpu_kernel_status()[0]
+    return _scatter_p.bind(ct, idx, vocab=vocab, kernel=kernel)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _bind_scatter_jit(ct, idx, vocab, kernel):
+    return _scatter_p.bind(ct, idx, vocab=vocab, kernel=kernel)
+
+
+_gather_p.def_impl(jax.jit(_gather_xla))
+_gather_p.def_abstract_eval(
+    lambda table, idx: ShapedArray(idx.shape + table.shape[1:], table.dtype)
+)
+mlir.register_lowering(_gather_p, mlir.lower_fun(_gather_xla, multiple_results=False))
+
+# Eagerly, run the primitive through jit so that its CPU lowering (the kernel) is used.
+_scatter_p.def_impl(lambda ct, idx, *, vocab, kernel: _bind_scatter_jit(ct, idx, vocab, kernel))
+_scatter_p.def_abstract_eval(
+    lambda ct, idx, *, vocab, kernel: ShapedArray((vocab,) + ct.shape[idx.ndim :], ct.dtype)
+)
+mlir.register_lowering(_scatter_p, mlir.lower_fun(_scatter_xla, multiple_results=False))
+
+
+def _scatter_cpu_lowering(ctx, ct, idx, *, vocab, kernel):
+    if kernel:
+        return jax.ffi.ffi_lowering(SCATTER_TARGET)(ctx, ct, idx)
+    return mlir.lower_fun(_scatter_xla, multiple_results=False)(ctx, ct, idx, vocab=vocab)
+
+
+mlir.register_lowering(_scatter_p, _scatter_cpu_lowering, platform="cpu")
+
+
+def _gather_jvp(primals, tangents):
+    table, idx = primals
+    return _gather_p.bind(table, idx), _gather_p.bind(ad.instantiate_zeros(tangents[0]), idx)
+
+
+def _gather_transpose(ct, table, idx):
+    if type(ct) is ad.Zero:
+        return [None, None]
+    return [_scatter(ct, idx, table.aval.shape[0]), None]
+
+
+def _scatter_jvp(primals, tangents, *, vocab, kernel):
+    ct, idx = primals
+    out = _scatter_p.bind(ct, idx, vocab=vocab, kernel=kernel)
+    return out, _scatter_p.bind(ad.instantiate_zeros(tangents[0]), idx, vocab=vocab, kernel=kernel)
+
+
+def _scatter_transpose(cot, ct, idx, *, vocab, kernel):
+    del vocab, kernel
+    if type(cot) is ad.Zero:
+        return [None, None]
+    return [_gather_p.bind(cot, idx), None]
+
+
+def _gather_batch(args, dims):
+    table, idx = args
+    bt, bi = dims
+    if bt is None:  # a batched index is just more indices: the output keeps its axis
+        return _gather_p.bind(table, idx), bi
+    return jax.vmap(_gather_xla, in_axes=(bt, bi))(table, idx), 0
+
+
+def _scatter_batch(args, dims, *, vocab, kernel):
+    del kernel
+    return jax.vmap(functools.partial(_scatter_xla, vocab=vocab), in_axes=dims)(*args), 0
+
+
+ad.primitive_jvps[_gather_p] = _gather_jvp
+ad.primitive_transposes[_gather_p] = _gather_transpose
+ad.primitive_jvps[_scatter_p] = _scatter_jvp
+ad.primitive_transposes[_scatter_p] = _scatter_transpose
+batching.primitive_batchers[_gather_p] = _gather_batch
+batching.primitive_batchers[_scatter_p] = _scatter_batch

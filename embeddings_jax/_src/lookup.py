@@ -10,7 +10,7 @@ import numpy as np
 from jax import lax
 from jax.experimental import checkify
 
-from embeddings_jax._src import checks
+from embeddings_jax._src import checks, cpu_kernel
 from embeddings_jax._src.typing import Array, Dtype, Float, Int
 
 __all__ = ["ONE_HOT_MAX_VOCAB_TPU", "OUT_OF_RANGE_POLICIES", "attend", "embed", "resolve_method"]
@@ -65,7 +65,8 @@ def _gather_rows_jvp(dtype, primals, tangents):
     table, idx = primals
     t_table, _ = tangents
     acc = acc_dtype(table.dtype)
-    t_rows = t_table.astype(acc).at[idx].get(mode="promise_in_bounds").astype(dtype)
+    # A linear gather whose transpose (the gradient) is the compiled scatter on CPU.
+    t_rows = cpu_kernel.gather_rows_linear(t_table.astype(acc), idx).astype(dtype)
     return gather_rows(table, idx, dtype), t_rows
 
 

@@ -114,11 +114,55 @@ RowFn Pick(Kind kt, Kind kp, Kind ko) {
   return ej_generic::Pick(kt, kp, ko);
 }
 
-struct Shared {
-  explicit Shared(int64_t chunks) : remaining(chunks) {}
-  std::atomic<int64_t> next{0};
-  std::atomic<int64_t> remaining;
-};
+using ScatterFn = void (*)(const float*, const int32_t*, const int64_t*, float*, int64_t, int64_t,
+                          int64_t);
+
+ScatterFn PickScatter() {
+#ifdef EJ_MULTI_ISA
+  const char* cap_env = std::getenv("EMBEDDINGS_JAX_CPU_ISA");
+  const std::string cap = cap_env ? cap_env : "";
+  if (cap != "generic" && cap != "avx2" && __builtin_cpu_supports("avx512f") &&
+      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512dq"))
+    return &ej_avx512::ScatterRows;
+  if (cap != "generic" && __builtin_cpu_supports("avx2")) return &ej_avx2::ScatterRows;
+#endif
+  return &ej_generic::ScatterRows;
+}
+
+// f(begin, end) over [0, n) in chunks of `grain`, on the caller and XLA's intra-op
+// pool. Tasks that start late find no chunk left and return without calling f (whose
+// captures may be gone by then); the caller waits only for chunks that were claimed.
+template <typename F>
+void ParallelFor(ffi::ThreadPool& pool, int64_t n, int64_t grain, F f) {
+  const int64_t chunks = (n + grain - 1) / grain;
+  const int64_t workers = std::min<int64_t>(pool.num_threads(), chunks - 1);
+  if (workers <= 0) {
+    f(int64_t{0}, n);
+    return;
+  }
+  struct State {
+    State(int64_t c, F fn) : remaining(c), f(std::move(fn)) {}
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> remaining;
+    F f;
+  };
+  auto st = std::make_shared<State>(chunks, std::move(f));
+  auto work = [st, n, grain, chunks]() {
+    for (;;) {
+      const int64_t c = st->next.fetch_add(1, std::memory_order_relaxed);
+      if (c >= chunks) return;
+      st->f(c * grain, std::min(n, (c + 1) * grain));
+      st->remaining.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  };
+  for (int64_t w = 0; w < workers; ++w) pool.Schedule([work] { work(); });
+  work();
+  while (st->remaining.load(std::memory_order_acquire) > 0) std::this_thread::yield();
+}
+
+// About 64 KiB of float32 output per chunk.
+inline int64_t RowsPerChunk(int64_t d) { return std::max<int64_t>(1, (1 << 14) / d); }
 
 ffi::Error EmbedAddLayerNormImpl(ffi::ThreadPool pool, ffi::AnyBuffer table,
                                  ffi::Buffer<ffi::S32> tok, ffi::AnyBuffer pos,
@@ -164,28 +208,40 @@ ffi::Error EmbedAddLayerNormImpl(ffi::ThreadPool pool, ffi::AnyBuffer table,
   a.has_beta = has_beta;
   RowFn fn = Pick(kt, kp, ko);
   if (n == 0 || d == 0) return ffi::Error::Success();
-  // About 64 KiB of output per chunk; run in the caller when there is one chunk.
-  const int64_t rows_per_chunk = std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(d, 1));
-  const int64_t chunks = (n + rows_per_chunk - 1) / rows_per_chunk;
-  const int64_t workers = std::min<int64_t>(pool.num_threads(), chunks - 1);
-  if (workers <= 0) {
-    fn(a, 0, n);
-    return ffi::Error::Success();
-  }
-  auto shared = std::make_shared<Shared>(chunks);
-  auto work = [shared, a, fn, rows_per_chunk, chunks, n]() {
-    for (;;) {
-      const int64_t c = shared->next.fetch_add(1, std::memory_order_relaxed);
-      if (c >= chunks) return;
-      fn(a, c * rows_per_chunk, std::min(n, (c + 1) * rows_per_chunk));
-      shared->remaining.fetch_sub(1, std::memory_order_acq_rel);
-    }
-  };
-  for (int64_t w = 0; w < workers; ++w) pool.Schedule([work] { work(); });
-  work();
-  // Tasks that start late find no chunk left and return without touching `a`'s
-  // buffers; wait only for chunks that were claimed.
-  while (shared->remaining.load(std::memory_order_acquire) > 0) std::this_thread::yield();
+  ParallelFor(pool, n, RowsPerChunk(d), [fn, a](int64_t b, int64_t e) { fn(a, b, e); });
+  return ffi::Error::Success();
+}
+
+// The dense gradient of a row gather: out[v] = sum of ct rows i with idx[i] == v (in
+// order of i), zero elsewhere; indices outside [0, V) are dropped. One stable counting
+// sort of the indices, then every output row is written once, rows split over the pool.
+ffi::Error ScatterAddRowsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> ct,
+                              ffi::Buffer<ffi::S32> idx, ffi::Result<ffi::Buffer<ffi::F32>> out) {
+  auto odims = out->dimensions();
+  if (odims.size() != 2)
+    return ffi::Error::InvalidArgument("ej_scatter_add_rows: the output must be 2-D");
+  const int64_t vocab = odims[0], d = odims[1];
+  const int64_t n = static_cast<int64_t>(idx.element_count());
+  if (static_cast<int64_t>(ct.element_count()) != n * d)
+    return ffi::Error::InvalidArgument("ej_scatter_add_rows: inconsistent shapes");
+  if (vocab == 0 || d == 0) return ffi::Error::Success();
+  const int32_t* ix = idx.typed_data();
+  std::vector<int64_t> off(static_cast<size_t>(vocab) + 1, 0);
+  for (int64_t i = 0; i < n; ++i)
+    if (ix[i] >= 0 && ix[i] < vocab) ++off[ix[i] + 1];
+  for (int64_t v = 0; v < vocab; ++v) off[v + 1] += off[v];
+  std::vector<int32_t> order(static_cast<size_t>(off[vocab]));
+  std::vector<int64_t> fill(off.begin(), off.end() - 1);
+  for (int64_t i = 0; i < n; ++i)
+    if (ix[i] >= 0 && ix[i] < vocab) order[fill[ix[i]]++] = static_cast<int32_t>(i);
+  ScatterFn fn = PickScatter();
+  const float* c = ct.typed_data();
+  float* o = out->typed_data();
+  const int32_t* ord = order.data();
+  const int64_t* offs = off.data();
+  // 1 MiB of output per chunk: the zero runs are long, and memset is fastest on those.
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 18) / d);
+  ParallelFor(pool, vocab, grain, [=](int64_t b, int64_t e) { fn(c, ord, offs, o, d, b, e); });
   return ffi::Error::Success();
 }
 
@@ -205,16 +261,31 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(EjEmbedAddLayerNorm, EmbedAddLayerNormImpl,
                                   .Attr<float>("eps")
                                   .Attr<int32_t>("flags"));
 
+XLA_FFI_DEFINE_HANDLER_SYMBOL(EjScatterAddRows, ScatterAddRowsImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
 static PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_cpu_kernels",
                               "XLA:CPU FFI handlers of embeddings_jax.", -1, nullptr};
+
+static int AddCapsule(PyObject* m, const char* name, XLA_FFI_Handler* fn) {
+  PyObject* cap = PyCapsule_New(reinterpret_cast<void*>(fn), nullptr, nullptr);
+  if (cap == nullptr) return -1;
+  if (PyModule_AddObject(m, name, cap) < 0) {
+    Py_DECREF(cap);
+    return -1;
+  }
+  return 0;
+}
 
 PyMODINIT_FUNC PyInit__cpu_kernels(void) {
   PyObject* m = PyModule_Create(&kModule);
   if (m == nullptr) return nullptr;
-  PyObject* cap =
-      PyCapsule_New(reinterpret_cast<void*>(&EjEmbedAddLayerNorm), nullptr, nullptr);
-  if (cap == nullptr || PyModule_AddObject(m, "embed_add_layer_norm", cap) < 0) {
-    Py_XDECREF(cap);
+  if (AddCapsule(m, "embed_add_layer_norm", EjEmbedAddLayerNorm) < 0 ||
+      AddCapsule(m, "scatter_add_rows", EjScatterAddRows) < 0) {
     Py_DECREF(m);
     return nullptr;
   }
