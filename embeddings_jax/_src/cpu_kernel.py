@@ -109,19 +109,23 @@ def _self_test() -> float:
 
 
 def _self_test_scatter() -> float:
-    """Max abs error of the gradient kernel against float64 (repeated and unused rows)."""
+    """Max abs error of the gradient kernel against float64 (repeated and unused rows);
+    its bfloat16 output must be the float32 one rounded once (else ``inf``)."""
     rng = np.random.default_rng(1)
     ct = rng.standard_normal((3, 4, 19)).astype(np.float32)
     idx = np.array([[0, 5, 5, 2], [7, 5, 0, 0], [2, 2, 9, 5]], np.int32)
+
+    def grad_table(dtype):
+        out = jax.ShapeDtypeStruct((11, 19), dtype)
+        return np.asarray(jax.jit(jax.ffi.ffi_call(SCATTER_TARGET, out))(ct, idx))
+
     with jax.default_device(jax.devices("cpu")[0]):
-        out = jax.jit(
-            lambda c, i: jax.ffi.ffi_call(SCATTER_TARGET, jax.ShapeDtypeStruct((11, 19), c.dtype))(
-                c, i
-            )
-        )(ct, idx)
+        g32, g16 = grad_table(np.float32), grad_table(jnp.bfloat16)
     want = np.zeros((11, 19))
     np.add.at(want, idx.reshape(-1), ct.reshape(-1, 19).astype(np.float64))
-    return float(np.max(np.abs(np.asarray(out) - want)))
+    if not np.array_equal(g16, g32.astype(jnp.bfloat16)):
+        return float("inf")
+    return float(np.max(np.abs(g32 - want)))
 
 
 def sentinel_ids(idx, valid, out_of_range: str):
@@ -161,100 +165,120 @@ def call(table, tok_idx, pos_table, pos_idx, scale, gamma, beta, *, eps, out_dty
 
 # --- The row gather whose transpose is the scatter kernel ---------------------------
 #
-# ``gather_rows_linear(table, idx)`` is ``table[idx]`` for in-range ``idx``. It is its own
-# primitive only so that its transpose can be ``_scatter_p``, lowered on CPU to the
-# kernel above (float32, one device, kernel available; decided at trace time and kept
-# as the ``kernel`` parameter) and everywhere else to XLA's scatter-add. Batched
-# (vmapped) tables or cotangents use the XLA formulation.
+# ``gather_rows_linear(table, idx, dtype)`` is ``table[idx].astype(dtype)`` for in-range
+# ``idx``. It is its own primitive only so that its transpose can be ``_scatter_p``
+# (sum in ``dtype``, cast once to the table's dtype), lowered on CPU to the kernel
+# above (float32 sums into a float32/bfloat16 table, one device, kernel available;
+# decided at trace time and kept as the ``kernel`` parameter) and everywhere else to
+# XLA's scatter-add. Batched (vmapped) tables or cotangents use the XLA formulation.
 
 
-def _gather_xla(table, idx):
-    return table.at[idx].get(mode="promise_in_bounds")
+def _gather_xla(table, idx, *, dtype):
+    return table.at[idx].get(mode="promise_in_bounds").astype(dtype)
 
 
-def _scatter_xla(ct, idx, *, vocab, kernel=False):
+def _scatter_xla(ct, idx, *, vocab, dtype, kernel=False):
     del kernel
     zeros = jnp.zeros((vocab,) + ct.shape[idx.ndim :], ct.dtype)
-    return zeros.at[idx].add(ct, mode="promise_in_bounds")
+    return zeros.at[idx].add(ct, mode="promise_in_bounds").astype(dtype)
 
 
 _gather_p = Primitive("embeddings_jax_gather_rows")
 _scatter_p = Primitive("embeddings_jax_scatter_add_rows")
 
 
-def gather_rows_linear(table, idx):
-    """``table[idx]`` (``idx`` in range), transposed by the scatter kernel on CPU."""
-    return _gather_p.bind(table, idx)
+def gather_rows_linear(table, idx, dtype):
+    """``table[idx].astype(dtype)`` (``idx`` in range); its transpose, the gradient, sums
+    in ``dtype`` and casts once to ``table.dtype``: the scatter kernel on CPU."""
+    return _gather_p.bind(table, idx, dtype=np.dtype(dtype))
 
 
-def _scatter(ct, idx, vocab: int):
-    kernel = np.dtype(ct.dtype) == np.float32 and jax.device_count() == 1 and cpu_kernel_status()[0]
-    return _scatter_p.bind(ct, idx, vocab=vocab, kernel=kernel)
+def _scatter(ct, idx, vocab: int, dtype):
+    dtype = np.dtype(dtype)
+    kernel = (
+        np.dtype(ct.dtype) == np.float32
+        and dtype in KERNEL_DTYPES
+        and jax.device_count() == 1
+        and cpu_kernel_status()[0]
+    )
+    return _scatter_p.bind(ct, idx, vocab=vocab, dtype=dtype, kernel=kernel)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def _bind_scatter_jit(ct, idx, vocab, kernel):
-    return _scatter_p.bind(ct, idx, vocab=vocab, kernel=kernel)
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _bind_scatter_jit(ct, idx, vocab, dtype, kernel):
+    return _scatter_p.bind(ct, idx, vocab=vocab, dtype=dtype, kernel=kernel)
 
 
-_gather_p.def_impl(jax.jit(_gather_xla))
+@functools.partial(jax.jit, static_argnums=(2,))
+def _gather_jit(table, idx, dtype):
+    return _gather_xla(table, idx, dtype=dtype)
+
+
+_gather_p.def_impl(lambda table, idx, *, dtype: _gather_jit(table, idx, dtype))
 _gather_p.def_abstract_eval(
-    lambda table, idx: ShapedArray(idx.shape + table.shape[1:], table.dtype)
+    lambda table, idx, *, dtype: ShapedArray(idx.shape + table.shape[1:], dtype)
 )
 mlir.register_lowering(_gather_p, mlir.lower_fun(_gather_xla, multiple_results=False))
 
 # Eagerly, run the primitive through jit so that its CPU lowering (the kernel) is used.
-_scatter_p.def_impl(lambda ct, idx, *, vocab, kernel: _bind_scatter_jit(ct, idx, vocab, kernel))
+_scatter_p.def_impl(
+    lambda ct, idx, *, vocab, dtype, kernel: _bind_scatter_jit(ct, idx, vocab, dtype, kernel)
+)
 _scatter_p.def_abstract_eval(
-    lambda ct, idx, *, vocab, kernel: ShapedArray((vocab,) + ct.shape[idx.ndim :], ct.dtype)
+    lambda ct, idx, *, vocab, dtype, kernel: ShapedArray((vocab,) + ct.shape[idx.ndim :], dtype)
 )
 mlir.register_lowering(_scatter_p, mlir.lower_fun(_scatter_xla, multiple_results=False))
 
 
-def _scatter_cpu_lowering(ctx, ct, idx, *, vocab, kernel):
+def _scatter_cpu_lowering(ctx, ct, idx, *, vocab, dtype, kernel):
     if kernel:
         return jax.ffi.ffi_lowering(SCATTER_TARGET)(ctx, ct, idx)
-    return mlir.lower_fun(_scatter_xla, multiple_results=False)(ctx, ct, idx, vocab=vocab)
+    return mlir.lower_fun(_scatter_xla, multiple_results=False)(
+        ctx, ct, idx, vocab=vocab, dtype=dtype
+    )
 
 
 mlir.register_lowering(_scatter_p, _scatter_cpu_lowering, platform="cpu")
 
 
-def _gather_jvp(primals, tangents):
+def _gather_jvp(primals, tangents, *, dtype):
     table, idx = primals
-    return _gather_p.bind(table, idx), _gather_p.bind(ad.instantiate_zeros(tangents[0]), idx)
+    t_table = ad.instantiate_zeros(tangents[0])
+    return _gather_p.bind(table, idx, dtype=dtype), _gather_p.bind(t_table, idx, dtype=dtype)
 
 
-def _gather_transpose(ct, table, idx):
+def _gather_transpose(ct, table, idx, *, dtype):
+    del dtype
     if type(ct) is ad.Zero:
         return [None, None]
-    return [_scatter(ct, idx, table.aval.shape[0]), None]
+    return [_scatter(ct, idx, table.aval.shape[0], table.aval.dtype), None]
 
 
-def _scatter_jvp(primals, tangents, *, vocab, kernel):
+def _scatter_jvp(primals, tangents, **params):
     ct, idx = primals
-    out = _scatter_p.bind(ct, idx, vocab=vocab, kernel=kernel)
-    return out, _scatter_p.bind(ad.instantiate_zeros(tangents[0]), idx, vocab=vocab, kernel=kernel)
+    t_ct = ad.instantiate_zeros(tangents[0])
+    return _scatter_p.bind(ct, idx, **params), _scatter_p.bind(t_ct, idx, **params)
 
 
-def _scatter_transpose(cot, ct, idx, *, vocab, kernel):
-    del vocab, kernel
+def _scatter_transpose(cot, ct, idx, *, vocab, dtype, kernel):
+    del vocab, dtype, kernel
     if type(cot) is ad.Zero:
         return [None, None]
-    return [_gather_p.bind(cot, idx), None]
+    return [_gather_p.bind(cot, idx, dtype=ct.aval.dtype), None]
 
 
-def _gather_batch(args, dims):
+def _gather_batch(args, dims, *, dtype):
     table, idx = args
     bt, bi = dims
     if bt is None:  # a batched index is just more indices: the output keeps its axis
-        return _gather_p.bind(table, idx), bi
-    return jax.vmap(_gather_xla, in_axes=(bt, bi))(table, idx), 0
+        return _gather_p.bind(table, idx, dtype=dtype), bi
+    return jax.vmap(functools.partial(_gather_xla, dtype=dtype), in_axes=(bt, bi))(table, idx), 0
 
 
-def _scatter_batch(args, dims, *, vocab, kernel):
+def _scatter_batch(args, dims, *, vocab, dtype, kernel):
     del kernel
-    return jax.vmap(functools.partial(_scatter_xla, vocab=vocab), in_axes=dims)(*args), 0
+    f = functools.partial(_scatter_xla, vocab=vocab, dtype=dtype)
+    return jax.vmap(f, in_axes=dims)(*args), 0
 
 
 ad.primitive_jvps[_gather_p] = _gather_jvp

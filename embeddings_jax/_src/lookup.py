@@ -66,7 +66,7 @@ def _gather_rows_jvp(dtype, primals, tangents):
     t_table, _ = tangents
     acc = acc_dtype(table.dtype)
     # A linear gather whose transpose (the gradient) is the compiled scatter on CPU.
-    t_rows = cpu_kernel.gather_rows_linear(t_table.astype(acc), idx).astype(dtype)
+    t_rows = cpu_kernel.gather_rows_linear(t_table, idx, acc).astype(dtype)
     return gather_rows(table, idx, dtype), t_rows
 
 

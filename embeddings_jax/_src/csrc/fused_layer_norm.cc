@@ -57,6 +57,8 @@ struct Args {
 };
 
 using RowFn = void (*)(const Args&, int64_t, int64_t);
+using ScatterFn = void (*)(const float*, const int32_t*, const int64_t*, void*, int64_t, int64_t,
+                           int64_t);
 
 }  // namespace ej
 
@@ -68,6 +70,7 @@ namespace ej_generic {
 using ej::Args;
 using ej::Kind;
 using ej::RowFn;
+using ej::ScatterFn;
 #include "rows.inc"
 }  // namespace ej_generic
 
@@ -79,6 +82,7 @@ namespace ej_avx2 {
 using ej::Args;
 using ej::Kind;
 using ej::RowFn;
+using ej::ScatterFn;
 #include "rows.inc"
 }  // namespace ej_avx2
 #pragma GCC pop_options
@@ -88,6 +92,7 @@ namespace ej_avx512 {
 using ej::Args;
 using ej::Kind;
 using ej::RowFn;
+using ej::ScatterFn;
 #include "rows.inc"
 }  // namespace ej_avx512
 #pragma GCC pop_options
@@ -98,6 +103,7 @@ namespace {
 using ej::Args;
 using ej::Kind;
 using ej::RowFn;
+using ej::ScatterFn;
 
 // EMBEDDINGS_JAX_CPU_ISA=generic|avx2 caps the instruction set (the tests use it to
 // check that every variant gives the same bits).
@@ -114,20 +120,17 @@ RowFn Pick(Kind kt, Kind kp, Kind ko) {
   return ej_generic::Pick(kt, kp, ko);
 }
 
-using ScatterFn = void (*)(const float*, const int32_t*, const int64_t*, float*, int64_t, int64_t,
-                          int64_t);
-
-ScatterFn PickScatter() {
+ScatterFn PickScatter(Kind ko) {
 #ifdef EJ_MULTI_ISA
   const char* cap_env = std::getenv("EMBEDDINGS_JAX_CPU_ISA");
   const std::string cap = cap_env ? cap_env : "";
   if (cap != "generic" && cap != "avx2" && __builtin_cpu_supports("avx512f") &&
       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
       __builtin_cpu_supports("avx512dq"))
-    return &ej_avx512::ScatterRows;
-  if (cap != "generic" && __builtin_cpu_supports("avx2")) return &ej_avx2::ScatterRows;
+    return ej_avx512::PickScatterOut(ko);
+  if (cap != "generic" && __builtin_cpu_supports("avx2")) return ej_avx2::PickScatterOut(ko);
 #endif
-  return &ej_generic::ScatterRows;
+  return ej_generic::PickScatterOut(ko);
 }
 
 // f(begin, end) over [0, n) in chunks of `grain`, on the caller and XLA's intra-op
@@ -213,10 +216,14 @@ ffi::Error EmbedAddLayerNormImpl(ffi::ThreadPool pool, ffi::AnyBuffer table,
 }
 
 // The dense gradient of a row gather: out[v] = sum of ct rows i with idx[i] == v (in
-// order of i), zero elsewhere; indices outside [0, V) are dropped. One stable counting
+// order of i, in float32, stored as float32 or rounded once to bfloat16), zero
+// elsewhere; indices outside [0, V) are dropped. One stable counting
 // sort of the indices, then every output row is written once, rows split over the pool.
 ffi::Error ScatterAddRowsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> ct,
-                              ffi::Buffer<ffi::S32> idx, ffi::Result<ffi::Buffer<ffi::F32>> out) {
+                              ffi::Buffer<ffi::S32> idx, ffi::Result<ffi::AnyBuffer> out) {
+  Kind ko;
+  if (!KindOf(out->element_type(), &ko))
+    return ffi::Error::InvalidArgument("ej_scatter_add_rows: the output must be f32 or bf16");
   auto odims = out->dimensions();
   if (odims.size() != 2)
     return ffi::Error::InvalidArgument("ej_scatter_add_rows: the output must be 2-D");
@@ -234,9 +241,9 @@ ffi::Error ScatterAddRowsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> ct,
   std::vector<int64_t> fill(off.begin(), off.end() - 1);
   for (int64_t i = 0; i < n; ++i)
     if (ix[i] >= 0 && ix[i] < vocab) order[fill[ix[i]]++] = static_cast<int32_t>(i);
-  ScatterFn fn = PickScatter();
+  ScatterFn fn = PickScatter(ko);
   const float* c = ct.typed_data();
-  float* o = out->typed_data();
+  void* o = out->untyped_data();
   const int32_t* ord = order.data();
   const int64_t* offs = off.data();
   // 1 MiB of output per chunk: the zero runs are long, and memset is fastest on those.
@@ -266,7 +273,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(EjScatterAddRows, ScatterAddRowsImpl,
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+                                  .Ret<ffi::AnyBuffer>());
 
 static PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_cpu_kernels",
                               "XLA:CPU FFI handlers of embeddings_jax.", -1, nullptr};
