@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -365,23 +366,36 @@ def embed_and_add(
             if static >= 0:
                 static_slice = static
 
-    static = dict(
-        fn=fn,
-        out_of_range=out_of_range,
-        method=method,
-        m=m,
-        conv=conv,
-        static_slice=static_slice,
-        eps=eps if norm is not None else None,
-        out_dtype=out_dtype,
+    st = _Static(
+        fn,
+        out_of_range,
+        method,
+        m,
+        conv,
+        static_slice,
+        eps if norm is not None else None,
+        out_dtype,
     )
     gamma, beta = norm if norm is not None else (None, None)
     args = (jnp.asarray(token_table), table, scale, gamma, beta, ids, pos)
     if not _use_kernel(impl, norm, m, token_table, table, out_dtype, fn):
-        return _forward_xla(*args, **static)
-    xla = functools.partial(_forward_xla, **static)
-    kernel = functools.partial(_forward_kernel, **static)
+        return _forward_xla(*args, st=st)
+    xla = functools.partial(_forward_xla, st=st)
+    kernel = functools.partial(_forward_kernel, st=st)
     return _kernel_primal(xla, kernel, args)
+
+
+class _Static(NamedTuple):
+    """The validated, static arguments of ``embed_and_add``'s two implementations."""
+
+    fn: str
+    out_of_range: str
+    method: str  # as given (for the position lookup)
+    m: str  # resolved for the token lookup
+    conv: SinusoidalConvention | None
+    static_slice: int | None
+    eps: float | None  # None: no LayerNorm
+    out_dtype: np.dtype
 
 
 def _use_kernel(impl, norm, m, token_table, table, out_dtype, fn: str) -> bool:
@@ -431,52 +445,22 @@ def _kernel_primal(xla, kernel, args):
     return f(*args)
 
 
-def _kernel_rows(fn, name, ids, size, out_of_range, what, table_name, table_shape):
+def _kernel_rows(fn, name, ids, table_shape, out_of_range, what, table_name):
+    """Kernel row indices: the policy's checks, then clipped ids or fill-row codes."""
     idx, valid = resolve_ids(
-        fn,
-        name,
-        ids,
-        size,
-        out_of_range=out_of_range,
-        what=what,
-        table_name=table_name,
-        table_shape=table_shape,
+        fn, name, ids, table_shape, out_of_range=out_of_range, what=what, table_name=table_name
     )
     return cpu_kernel.sentinel_ids(idx, valid, out_of_range)
 
 
-def _forward_kernel(
-    token_table,
-    table,
-    scale,
-    gamma,
-    beta,
-    ids,
-    pos,
-    *,
-    fn,
-    out_of_range,
-    method,
-    m,
-    conv,
-    static_slice,
-    eps,
-    out_dtype,
-):
+def _forward_kernel(token_table, table, scale, gamma, beta, ids, pos, *, st: _Static):
     """The fused kernel's version of :func:`_forward_xla` (same arguments)."""
-    del method, m  # the kernel gathers; _use_kernel checked the method
+    fn, out_of_range, _, _, conv, static_slice, eps, out_dtype = st  # the kernel gathers
     d = token_table.shape[1]
     seq = ids.shape[-1]
     n = ids.size
     tok_idx = _kernel_rows(
-        fn,
-        "ids",
-        ids,
-        token_table.shape[0],
-        out_of_range,
-        "the vocabulary size",
-        "token_table",
-        tuple(token_table.shape),
+        fn, "ids", ids, token_table.shape, out_of_range, "the vocabulary size", "token_table"
     ).reshape(-1)
     p_table = p_idx = None
     if table is not None and static_slice is not None:
@@ -485,14 +469,7 @@ def _forward_kernel(
     elif table is not None:
         p_table = table
         p_idx = _kernel_rows(
-            fn,
-            "positions",
-            pos,
-            table.shape[0],
-            out_of_range,
-            "the position table length",
-            "position",
-            tuple(table.shape),
+            fn, "positions", pos, table.shape, out_of_range, "the position table length", "position"
         )
     elif conv is not None:
         # The sinusoid rows are computed once (exactly, in float32) and read like a table.
@@ -520,25 +497,9 @@ def _forward_kernel(
     return y.reshape(ids.shape + (d,))
 
 
-def _forward_xla(
-    token_table,
-    table,
-    scale,
-    gamma,
-    beta,
-    ids,
-    pos,
-    *,
-    fn,
-    out_of_range,
-    method,
-    m,
-    conv,
-    static_slice,
-    eps,
-    out_dtype,
-):
+def _forward_xla(token_table, table, scale, gamma, beta, ids, pos, *, st: _Static):
     """``embed_and_add`` after validation, as XLA operations (every platform)."""
+    fn, out_of_range, method, m, conv, static_slice, eps, out_dtype = st
     d = token_table.shape[1]
     seq = ids.shape[-1]
     acc = acc_dtype(token_table.dtype)

@@ -199,18 +199,19 @@ def resolve_ids(
     fn: str,
     name: str,
     ids: Array,
-    size: int,
+    table_shape: tuple[int, ...],
     *,
     out_of_range: str,
     what: str,
     table_name: str = "table",
-    table_shape: tuple[int, ...] = (),
 ) -> tuple[Array, Array]:
-    """Apply the checks of ``out_of_range`` to ``ids``; return ``(clipped int32, valid)``.
+    """Apply the checks of ``out_of_range`` to ids into a table of ``table_shape``;
+    return ``(clipped int32 ids, valid)``.
 
     ``error`` raises here for concrete ids and reports through ``checkify`` when
     traced; the caller then fills invalid rows (``valid`` false) by its policy.
     """
+    size = table_shape[0]
     if size == 0 and out_of_range == "clip" and ids.size:
         raise ValueError(
             f"{fn}: `{table_name}` must have at least one row for out_of_range='clip' (there "
@@ -262,11 +263,10 @@ def lookup_rows(
         fn,
         name,
         ids,
-        size,
+        tuple(table.shape),
         out_of_range=out_of_range,
         what=what,
         table_name=table_name,
-        table_shape=tuple(table.shape),
     )
     if method == "one_hot":
         rows = one_hot_rows(table, idx, dtype)

@@ -105,32 +105,47 @@ using ej::Kind;
 using ej::RowFn;
 using ej::ScatterFn;
 
-// EMBEDDINGS_JAX_CPU_ISA=generic|avx2 caps the instruction set (the tests use it to
-// check that every variant gives the same bits).
-RowFn Pick(Kind kt, Kind kp, Kind ko) {
+enum class Isa { kGeneric, kAvx2, kAvx512 };
+
+// The widest instruction set this CPU has, capped by EMBEDDINGS_JAX_CPU_ISA=generic|avx2
+// (the tests use the cap to check that every variant gives the same bits).
+Isa BestIsa() {
 #ifdef EJ_MULTI_ISA
   const char* cap_env = std::getenv("EMBEDDINGS_JAX_CPU_ISA");
   const std::string cap = cap_env ? cap_env : "";
   if (cap != "generic" && cap != "avx2" && __builtin_cpu_supports("avx512f") &&
       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
       __builtin_cpu_supports("avx512dq"))
-    return ej_avx512::Pick(kt, kp, ko);
-  if (cap != "generic" && __builtin_cpu_supports("avx2")) return ej_avx2::Pick(kt, kp, ko);
+    return Isa::kAvx512;
+  if (cap != "generic" && __builtin_cpu_supports("avx2")) return Isa::kAvx2;
 #endif
-  return ej_generic::Pick(kt, kp, ko);
+  return Isa::kGeneric;
+}
+
+RowFn Pick(Kind kt, Kind kp, Kind ko) {
+  switch (BestIsa()) {
+#ifdef EJ_MULTI_ISA
+    case Isa::kAvx512:
+      return ej_avx512::Pick(kt, kp, ko);
+    case Isa::kAvx2:
+      return ej_avx2::Pick(kt, kp, ko);
+#endif
+    default:
+      return ej_generic::Pick(kt, kp, ko);
+  }
 }
 
 ScatterFn PickScatter(Kind ko) {
+  switch (BestIsa()) {
 #ifdef EJ_MULTI_ISA
-  const char* cap_env = std::getenv("EMBEDDINGS_JAX_CPU_ISA");
-  const std::string cap = cap_env ? cap_env : "";
-  if (cap != "generic" && cap != "avx2" && __builtin_cpu_supports("avx512f") &&
-      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("avx512dq"))
-    return ej_avx512::PickScatterOut(ko);
-  if (cap != "generic" && __builtin_cpu_supports("avx2")) return ej_avx2::PickScatterOut(ko);
+    case Isa::kAvx512:
+      return ej_avx512::PickScatterOut(ko);
+    case Isa::kAvx2:
+      return ej_avx2::PickScatterOut(ko);
 #endif
-  return ej_generic::PickScatterOut(ko);
+    default:
+      return ej_generic::PickScatterOut(ko);
+  }
 }
 
 // f(begin, end) over [0, n) in chunks of `grain`, on the caller and XLA's intra-op
