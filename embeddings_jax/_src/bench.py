@@ -278,33 +278,19 @@ def forward_cases(size: Size, *, torch_ok: bool = True) -> list[Case]:
         ln = nn.LayerNorm(epsilon=1e-6)
         return ln.apply({"params": {"scale": g, "bias": b}}, y).astype(tok.dtype)
 
+    def ln_case(name, impl):
+        f = lambda t, p, i: embed_and_add(  # noqa: E731
+            t, i, p, norm=(g, b), out_of_range="clip", impl=impl
+        )
+        return Case(name, _bind(jax.jit(f), tok, pos, ids))
+
     cases = [
         Case("copy", lambda: copy(x), "baseline"),
         Case("embed_and_add", _bind(jax.jit(_ej), tok, pos, ids)),
         Case("naive", _bind(jax.jit(_naive), tok, pos, ids), "baseline"),
         Case("flax_embed_x2", _bind(flax_apply, tok, pos, ids), "baseline"),
-        Case(
-            "embed_and_add+layernorm",
-            _bind(
-                jax.jit(lambda t, p, i: embed_and_add(t, i, p, norm=(g, b), out_of_range="clip")),
-                tok,
-                pos,
-                ids,
-            ),
-        ),
-        Case(
-            "embed_and_add+layernorm_xla",
-            _bind(
-                jax.jit(
-                    lambda t, p, i: embed_and_add(
-                        t, i, p, norm=(g, b), out_of_range="clip", impl="xla"
-                    )
-                ),
-                tok,
-                pos,
-                ids,
-            ),
-        ),
+        ln_case("embed_and_add+layernorm", "auto"),
+        ln_case("embed_and_add+layernorm_xla", "xla"),
         Case("naive+flax_layernorm", _bind(jax.jit(naive_ln), tok, pos, ids), "baseline"),
         Case(
             "sinusoid_on_the_fly",

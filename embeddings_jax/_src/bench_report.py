@@ -165,7 +165,7 @@ def main(args: argparse.Namespace) -> int:
     )
     kernel_ok, kernel_why = cpu_kernel_status()
     if jax.default_backend() == "cpu":
-        print(f"fused LayerNorm kernel: {'yes' if kernel_ok else 'no'} ({kernel_why})")
+        print(f"compiled CPU kernels: {'yes' if kernel_ok else 'no'} ({kernel_why})")
     hint = bench.allocator_hint()
     if hint:
         print(hint)

@@ -114,6 +114,17 @@ def _materialize(f, operand: Array) -> Array:
     return lax.cond(pred, f, f, operand)
 
 
+def _sinusoid_term(pos: Array, ids_ndim: int, d: int, conv, dtype) -> Array:
+    """The sinusoid of ``pos``. A term shared by every row (``[seq]`` positions) is
+    computed once, as its own ``[seq, d]`` array; per-row positions give one row per id.
+    """
+
+    def sinusoid(q):
+        return sinusoidal(q, d, convention=conv, dtype=dtype)
+
+    return _materialize(sinusoid, pos) if pos.ndim < ids_ndim else sinusoid(pos)
+
+
 def _static_offset(offset) -> int | None:
     if isinstance(offset, (int, np.integer)) and not isinstance(offset, bool):
         return int(offset)
@@ -272,6 +283,9 @@ def embed_and_add(
         process has a single device (under a ``Mesh`` XLA partitions the XLA path),
         else XLA. Derivatives always use the XLA path; kernel and XLA outputs agree
         to float32 rounding. Other platforms always use XLA.
+
+    Returns:
+      ``ids.shape + (features,)`` array of ``dtype``.
 
     Raises:
       TypeError: non-integer ids/positions/offset, non-floating tables, a
@@ -458,7 +472,6 @@ def _forward_kernel(token_table, table, scale, gamma, beta, ids, pos, *, st: _St
     fn, out_of_range, _, _, conv, static_slice, eps, out_dtype = st  # the kernel gathers
     d = token_table.shape[1]
     seq = ids.shape[-1]
-    n = ids.size
     tok_idx = _kernel_rows(
         fn, "ids", ids, token_table.shape, out_of_range, "the vocabulary size", "token_table"
     ).reshape(-1)
@@ -472,14 +485,10 @@ def _forward_kernel(token_table, table, scale, gamma, beta, ids, pos, *, st: _St
             fn, "positions", pos, table.shape, out_of_range, "the position table length", "position"
         )
     elif conv is not None:
-        # The sinusoid rows are computed once (exactly, in float32) and read like a table.
-        acc = acc_dtype(token_table.dtype)
-        if pos.ndim < ids.ndim:
-            p_table = _materialize(lambda q: sinusoidal(q, d, convention=conv, dtype=acc), pos)
-            p_idx = jnp.arange(seq, dtype=jnp.int32)
-        else:
-            p_table = sinusoidal(pos, d, convention=conv, dtype=acc).reshape(-1, d)
-            p_idx = jnp.arange(n, dtype=jnp.int32).reshape(ids.shape)
+        # The sinusoid rows (exact, float32; one per position) are read like a table.
+        p_table = _sinusoid_term(pos, ids.ndim, d, conv, acc_dtype(token_table.dtype))
+        p_table = p_table.reshape(-1, d)
+        p_idx = jnp.arange(pos.size, dtype=jnp.int32).reshape(pos.shape)
     if p_idx is not None:
         p_idx = jnp.broadcast_to(p_idx, ids.shape).reshape(-1)
     y = cpu_kernel.call(
@@ -492,7 +501,6 @@ def _forward_kernel(token_table, table, scale, gamma, beta, ids, pos, *, st: _St
         beta,
         eps=eps,
         out_dtype=out_dtype,
-        has_scale=scale is not None,
     )
     return y.reshape(ids.shape + (d,))
 
@@ -537,14 +545,7 @@ def _forward_xla(token_table, table, scale, gamma, beta, ids, pos, *, st: _Stati
             )
         x = _add_position(x, p)
     elif conv is not None:
-
-        def sinusoid(q):
-            return sinusoidal(q, d, convention=conv, dtype=x.dtype)
-
-        # A position term shared by every row ([seq] positions) is computed once, as
-        # its own [seq, features] array; per-row positions are as large as the output.
-        shared = pos.ndim < x.ndim - 1
-        x = _add_position(x, _materialize(sinusoid, pos) if shared else sinusoid(pos))
+        x = _add_position(x, _sinusoid_term(pos, ids.ndim, d, conv, x.dtype))
     if eps is not None:
         x = _layer_norm(x, gamma, beta, eps)
     return x.astype(out_dtype)

@@ -98,7 +98,7 @@ def _self_test() -> float:
     gamma = rng.standard_normal(d).astype(np.float32)
     beta = rng.standard_normal(d).astype(np.float32)
     with jax.default_device(jax.devices("cpu")[0]):
-        y = jax.jit(lambda *a: call(*a, eps=1e-5, out_dtype=np.float32, has_scale=True))(
+        y = jax.jit(lambda *a: call(*a, eps=1e-5, out_dtype=np.float32))(
             table, tok_idx, pos, pos_idx, np.float32(1.5), gamma, beta
         )
     x = np.where(tok_idx[:, None] >= 0, table[np.maximum(tok_idx, 0)].astype(np.float64), 0.0)
@@ -136,12 +136,12 @@ def sentinel_ids(idx, valid, out_of_range: str):
     return jnp.where(valid, idx, code).astype(jnp.int32)
 
 
-def call(table, tok_idx, pos_table, pos_idx, scale, gamma, beta, *, eps, out_dtype, has_scale):
+def call(table, tok_idx, pos_table, pos_idx, scale, gamma, beta, *, eps, out_dtype):
     """``y [n, d]`` from the compiled kernel (CPU only).
 
     ``tok_idx``/``pos_idx`` are int32 ``[n]`` row indices (or ``ZERO_ROW``/``NAN_ROW``);
     ``pos_table``/``pos_idx``, ``gamma`` and ``beta`` may be ``None`` (absent);
-    ``scale`` multiplies the token rows when ``has_scale``.
+    ``scale`` (or ``None``) multiplies the token rows.
     """
     n, d = tok_idx.shape[0], table.shape[1]
     f32 = jnp.float32
@@ -151,7 +151,7 @@ def call(table, tok_idx, pos_table, pos_idx, scale, gamma, beta, *, eps, out_dty
         tok_idx,
         jnp.zeros((0, d), f32) if pos_table is None else pos_table,
         jnp.zeros((0,), jnp.int32) if pos_table is None else pos_idx,
-        jnp.reshape(jnp.asarray(scale if has_scale else 1.0).astype(f32), (1,)),
+        jnp.reshape(jnp.asarray(1.0 if scale is None else scale).astype(f32), (1,)),
         jnp.zeros((0,), f32) if gamma is None else jnp.asarray(gamma).astype(f32),
         jnp.zeros((0,), f32) if beta is None else jnp.asarray(beta).astype(f32),
     )
