@@ -36,7 +36,7 @@ __all__ = [
 
 TARGET = "embeddings_jax_embed_add_layer_norm"
 SCATTER_TARGET = "embeddings_jax_scatter_add_rows"
-# Table, position and output dtypes the kernel reads and writes (compute is float32).
+# Table, position and output dtypes the kernels read and write (compute is float32).
 KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(jnp.bfloat16))
 # Row index codes the kernel understands besides real rows (see fused_layer_norm.cc).
 ZERO_ROW, NAN_ROW = -1, -2
@@ -46,12 +46,13 @@ _state: dict[str, object] = {}
 
 
 def cpu_kernel_status() -> tuple[bool, str]:
-    """Whether the compiled CPU kernel is usable here, and why (or why not).
+    """Whether the compiled CPU kernels are usable here, and why (or why not).
 
-    The kernel is built by ``pip install`` when a C++17 compiler is present. The first
-    call imports it, registers it with XLA and runs a self-test against a NumPy
-    float64 formula on the CPU device; any failure makes it unavailable (the XLA
-    path is used) and the reason is returned.
+    The kernels (fused embed + add + LayerNorm, and the table gradient) are built by
+    ``pip install`` when a C++17 compiler is present. The first call imports them,
+    registers them with XLA and self-tests both against NumPy float64 formulas on the
+    CPU device, eagerly even inside a trace; any failure makes them unavailable (the
+    XLA path is used) and the reason is returned.
 
     Returns:
       ``(available, reason)``.
