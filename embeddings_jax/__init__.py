@@ -9,12 +9,13 @@ from embeddings_jax._src.bias import alibi_slopes
 from embeddings_jax._src.bias import t5_relative_bias
 from embeddings_jax._src.bias import t5_relative_bucket
 from embeddings_jax._src.compose import embed_and_add
-from embeddings_jax._src.cpu_kernel import cpu_kernel_status
-from embeddings_jax._src.compose import layer_norm
+from embeddings_jax._src.kernels import status as cpu_kernel_status
+from embeddings_jax._src.norm import layer_norm
 from embeddings_jax._src.lookup import ONE_HOT_MAX_VOCAB_TPU
 from embeddings_jax._src.lookup import OUT_OF_RANGE_POLICIES
 from embeddings_jax._src.lookup import attend
 from embeddings_jax._src.lookup import embed
+from embeddings_jax._src.policy import checked
 from embeddings_jax._src.positions import positions
 from embeddings_jax._src.positions import positions_from_mask
 from embeddings_jax._src.positions import positions_from_offset
@@ -33,6 +34,8 @@ from embeddings_jax._src.surgery import extend_positions
 from embeddings_jax._src.surgery import load_pretrained
 from embeddings_jax._src.surgery import resize_vocab
 
+from embeddings_jax import kernels
+
 __version__ = "0.1.0"
 
 __all__ = (
@@ -45,10 +48,12 @@ __all__ = (
     "alibi_slopes",
     "apply_rope",
     "attend",
+    "checked",
     "cpu_kernel_status",
     "embed",
     "embed_and_add",
     "extend_positions",
+    "kernels",
     "layer_norm",
     "load_pretrained",
     "positions",

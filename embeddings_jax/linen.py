@@ -1,18 +1,17 @@
 """Flax linen modules for token and position embeddings.
 
-Thin wrappers over the functional API of :mod:`embeddings_jax`: each module holds its
+Thin front ends over the functional API of :mod:`embeddings_jax`: each module holds its
 parameters (with logical axis names) and a dtype policy, and forwards to one function.
+The same modules, attributes and parameters exist for NNX in :mod:`embeddings_jax.nnx`.
 """
 
-from embeddings_jax._src.linen_modules import (
-    ALiBi,
-    PositionEmbed,
-    RelativePositionBias,
-    RotaryEmbedding,
-    SinusoidalPositionEmbed,
-    TokenAndPositionEmbed,
-    TokenEmbed,
-)
+from embeddings_jax._src.modules.linen import ALiBi
+from embeddings_jax._src.modules.linen import PositionEmbed
+from embeddings_jax._src.modules.linen import RelativePositionBias
+from embeddings_jax._src.modules.linen import RotaryEmbedding
+from embeddings_jax._src.modules.linen import SinusoidalPositionEmbed
+from embeddings_jax._src.modules.linen import TokenAndPositionEmbed
+from embeddings_jax._src.modules.linen import TokenEmbed
 
 __all__ = (
     "ALiBi",

@@ -1,19 +1,17 @@
 """Flax NNX modules for token and position embeddings.
 
-The same modules, arguments and parameters as :mod:`embeddings_jax.linen`, for
-``flax.nnx``: each holds its ``nnx.Param`` (with logical-axis sharding metadata) and
-forwards to one function of :mod:`embeddings_jax`.
+The same modules, attributes, parameters and results as :mod:`embeddings_jax.linen`,
+for ``flax.nnx``: each holds its ``nnx.Param`` (with the logical axis names as sharding
+metadata) and forwards to one function of :mod:`embeddings_jax`.
 """
 
-from embeddings_jax._src.nnx_modules import (
-    ALiBi,
-    PositionEmbed,
-    RelativePositionBias,
-    RotaryEmbedding,
-    SinusoidalPositionEmbed,
-    TokenAndPositionEmbed,
-    TokenEmbed,
-)
+from embeddings_jax._src.modules.nnx import ALiBi
+from embeddings_jax._src.modules.nnx import PositionEmbed
+from embeddings_jax._src.modules.nnx import RelativePositionBias
+from embeddings_jax._src.modules.nnx import RotaryEmbedding
+from embeddings_jax._src.modules.nnx import SinusoidalPositionEmbed
+from embeddings_jax._src.modules.nnx import TokenAndPositionEmbed
+from embeddings_jax._src.modules.nnx import TokenEmbed
 
 __all__ = (
     "ALiBi",

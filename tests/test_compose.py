@@ -175,7 +175,7 @@ def test_no_recompile():
         (
             lambda: ej.embed_and_add(TOK, IDS, POS, offset=jnp.array([1, 2, 3])),
             ValueError,
-            r"embed_and_add: a per-row `offset` must have shape \[batch\]",
+            r"embed_and_add: `offset` must be an int or an integer array of shape \[2\] \(ids.shape\[:-1\]\), got shape \(3,\)",
         ),
         (
             lambda: ej.embed_and_add(TOK, IDS, POS, positions=jnp.full((2, 5), 16)),

@@ -91,16 +91,16 @@ def test_error_policy_concrete_ids_raise_with_index_and_range():
         ej.embed(TABLE, np.array([2, -1]))  # negative ids do not wrap
 
 
-def test_error_policy_under_jit_gives_nan_and_checkify_reports():
+def test_error_policy_under_jit_gives_nan_and_checked_raises():
     f = jax.jit(lambda t, i: ej.embed(t, i))
     out = f(TABLE, BAD)
     assert np.isnan(np.asarray(out[0, 1])).all() and np.isnan(np.asarray(out[1, 1])).all()
     np.testing.assert_array_equal(out[0, 0], TABLE[0])
-    err, _ = checkify.checkify(f)(TABLE, BAD)
-    with pytest.raises(checkify.JaxRuntimeError, match=r"embed: `ids` out of range \[0, 7\)"):
-        err.throw()
-    err_ok, _ = checkify.checkify(f)(TABLE, IDS)
-    err_ok.throw()  # no error for good ids
+    # The same message as eagerly, raised when the checked function returns.
+    msg = r"embed: `ids` must be in \[0, 7\) \(the vocabulary size\), got ids\[\(0, 1\)\] = 7 \(3 out of range\)"
+    with pytest.raises(checkify.JaxRuntimeError, match=msg):
+        ej.checked(f)(TABLE, BAD)
+    np.testing.assert_array_equal(ej.checked(f)(TABLE, IDS), f(TABLE, IDS))  # good ids: no error
 
 
 @pytest.mark.parametrize("method", METHODS)

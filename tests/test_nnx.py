@@ -98,7 +98,14 @@ def test_decode_with_cache_equals_full_sequence(key, position):
         V, D, max_len=L, position=position, layer_norm=True, rngs=nnx.Rngs(0)
     )
     full = nnx.jit(lambda m, x: m(x))(m, ids)
+    # Like linen (whose "cache" collection exists only with decode=True), the module
+    # has no cache variable until decoding is asked for.
+    assert "cache_index" not in nnx.state(m)
     m.decode = True
+    with pytest.raises(ValueError, match=r"decode=True needs the cache `cache_index`.*init_cache"):
+        m(ids[:, :1])
+    m.init_cache()
+    assert "cache_index" in nnx.state(m)
     step = nnx.jit(lambda m, x: m(x))
     out = [step(m, ids[:, :10])] + [step(m, ids[:, t : t + 1]) for t in range(10, L)]
     assert int(m.cache_index[...]) == L

@@ -76,7 +76,7 @@ def test_empty_sequences():
         (
             lambda: ej.positions_from_offset((2, 3), jnp.array([1, 2, 3])),
             ValueError,
-            r"positions_from_offset: `offset` must be a scalar or a \[batch\] array with batch=2, got shape \(3,\)",
+            r"positions_from_offset: `offset` must be an int or an integer array of shape \[2\] \(ids.shape\[:-1\]\), got shape \(3,\)",
         ),
         (
             lambda: ej.positions_from_offset((1, 2, 3)),

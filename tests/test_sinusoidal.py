@@ -158,9 +158,9 @@ def test_no_recompile_on_second_call():
             r"sinusoidal: `dtype` must be a floating-point dtype, got int32",
         ),
         (
-            dict(positions=np.array([2**31], np.int64), dim=4),
+            dict(positions=np.array([2**32], np.int64), dim=4),
             ValueError,
-            r"sinusoidal: `positions` must fit in int32 .*, got 2147483648",
+            r"sinusoidal: `positions` must fit in 32 bits .*jax_enable_x64 is off, got 4294967296",
         ),
         (
             dict(

@@ -117,16 +117,35 @@ def static_int(fn: str, name: str, value: Any, *, minimum: int | None = None) ->
 
 
 def static_float(fn: str, name: str, value: Any, *, positive: bool = False) -> float:
-    """Return ``value`` as a Python float; it must be static, finite (and ``> 0``)."""
+    """Return ``value`` as a Python float; it must be static, real, finite (and ``> 0``)."""
     if is_traced(value):
         raise ValueError(f"{fn}: `{name}` must be a static Python number, got a traced value")
+    if hasattr(value, "shape") and np.shape(value) == () and not hasattr(value, "__index__"):
+        if jnp.issubdtype(dtype_of(value), jnp.floating):
+            value = float(value)  # a concrete 0-d float array
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{fn}: `{name}` must be a number, got {describe(value)}")
+        raise TypeError(f"{fn}: `{name}` must be a real number, got {describe(value)}")
     v = float(value)
     if not np.isfinite(v) or (positive and v <= 0):
         want = "a finite number > 0" if positive else "a finite number"
         raise ValueError(f"{fn}: `{name}` must be {want}, got {v}")
     return v
+
+
+def check_epsilon(fn: str, name: str, value: Any, dtype: Any) -> float:
+    """A static epsilon ``> 0`` that is a normal number of ``dtype`` (the compute dtype).
+
+    XLA flushes subnormals to zero on CPU and GPU, so an epsilon below the smallest
+    normal number of the dtype it is added in would silently be zero.
+    """
+    eps = static_float(fn, name, value, positive=True)
+    tiny = float(jnp.finfo(dtype).tiny)
+    if eps < tiny:
+        raise ValueError(
+            f"{fn}: `{name}` must be a normal {np.dtype(dtype).name} number >= {tiny:.4g} "
+            f"(smaller ones are flushed to zero), got {eps:g}"
+        )
+    return eps
 
 
 def check_choice(fn: str, name: str, value: Any, choices: Iterable[str]) -> str:
@@ -138,13 +157,18 @@ def check_choice(fn: str, name: str, value: Any, choices: Iterable[str]) -> str:
     return value
 
 
-def check_int32_range(fn: str, name: str, x: Any) -> None:
-    """For concrete NumPy/Python integers, raise ``ValueError`` outside the int32 range.
+def is_host(x: Any) -> bool:
+    """True for concrete host data (NumPy arrays and scalars, Python numbers and lists)."""
+    return not isinstance(x, (jax.Array, jax.core.Tracer))
 
-    JAX (without x64) silently wraps int64 NumPy values into int32; positions past
-    2**31 - 1 would then turn negative. Traced values are already int32 or narrower.
+
+def check_int32_range(fn: str, name: str, x: Any) -> None:
+    """For host integers, raise ``ValueError`` outside the int32 range.
+
+    Used where a value must be a 32-bit integer whatever the x64 mode (static
+    offsets and starts of position ranges).
     """
-    if is_traced(x) or isinstance(x, jax.Array):
+    if not is_host(x):
         return
     if isinstance(x, int) and not isinstance(x, bool) and not INT32_MIN <= x <= INT32_MAX:
         raise ValueError(f"{fn}: `{name}` must fit in int32 [{INT32_MIN}, {INT32_MAX}], got {x}")
@@ -158,15 +182,55 @@ def check_int32_range(fn: str, name: str, x: Any) -> None:
             )
 
 
-def as_int_array(fn: str, name: str, x: Any) -> jax.Array:
-    """Validate an integer array argument and return it as a JAX int array.
+def host_int_array(fn: str, name: str, x: Any) -> np.ndarray:
+    """Host integers as a NumPy array that JAX holds without wrapping.
 
-    Unsigned and narrow ints are kept; int64 values (x64 mode, or NumPy input) must fit
-    int32 and are converted to int32.
+    With x64 off JAX has no 64-bit integers and would silently wrap them into 32 bits.
+    Values that fit int32 become int32, non-negative values that fit uint32 become
+    uint32, anything else is a ``ValueError`` (enable x64 for 64-bit values).
+    """
+    a = np.asarray(x)
+    if a.dtype.itemsize <= 4 or jax.config.read("jax_enable_x64"):
+        return a
+    if not a.size:
+        return a.astype(np.int32)
+    lo, hi = int(a.min()), int(a.max())
+    if INT32_MIN <= lo and hi <= INT32_MAX:
+        return a.astype(np.int32)
+    if 0 <= lo and hi <= 2**32 - 1:
+        return a.astype(np.uint32)
+    bad = lo if lo < INT32_MIN else hi
+    raise ValueError(
+        f"{fn}: `{name}` must fit in 32 bits (int32, or uint32 if non-negative) while "
+        f"jax_enable_x64 is off, got {bad}; enable x64 for 64-bit values"
+    )
+
+
+def as_int_array(fn: str, name: str, x: Any) -> jax.Array:
+    """Validate an integer array argument and return it as a JAX array, never wrapped.
+
+    JAX arrays keep their dtype (int8 to int64, uint8 to uint64): consumers handle
+    every integer dtype exactly. Host input (NumPy, Python ints and lists) keeps its
+    dtype where JAX has it; 64-bit host values with x64 off must fit 32 bits
+    (:func:`host_int_array`).
     """
     check_integer(fn, name, x)
-    check_int32_range(fn, name, x)
-    a = jnp.asarray(x)
-    if a.dtype.itemsize > 4:
+    if is_host(x):
+        return jnp.asarray(host_int_array(fn, name, x))
+    return x if isinstance(x, jax.core.Tracer) else jnp.asarray(x)
+
+
+def saturate(a: jax.Array, lo: int, hi: int) -> jax.Array:
+    """``clip(a, lo, hi)`` computed in ``a``'s own dtype, returned as int32.
+
+    ``lo``/``hi`` must lie in the int32 range; bounds outside ``a``'s dtype are
+    narrowed to it, so nothing wraps: small dtypes are widened exactly, wide ones
+    (uint32, int64, uint64) are clipped before the cast.
+    """
+    info = jnp.iinfo(a.dtype)
+    if INT32_MIN <= info.min and info.max <= INT32_MAX:
         a = a.astype(jnp.int32)
-    return a
+        return a if (lo, hi) == (INT32_MIN, INT32_MAX) else jnp.clip(a, lo, hi)
+    lo_d, hi_d = max(lo, int(info.min)), min(hi, int(info.max))
+    t = a.dtype.type
+    return jnp.clip(a, t(lo_d), t(hi_d)).astype(jnp.int32)

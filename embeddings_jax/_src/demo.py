@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from embeddings_jax._src.linen_modules import TokenAndPositionEmbed
+from embeddings_jax.linen import TokenAndPositionEmbed
 from embeddings_jax._src.typing import Array, Float, Int, PRNGKey
 
 __all__ = ["TinyTransformer", "copy_task_batch", "train_copy_task"]
@@ -76,7 +76,7 @@ class TinyTransformer(nn.Module):
             scale=self.features**0.5,
             embedding_init=nn.initializers.normal(stddev=self.features**-0.5),
             position_init=nn.initializers.normal(stddev=0.02),  # small: what shows is learned
-            logical_axes=False,
+            logical_axes=None,
             name="embed",
         )
         x = embed(ids)
@@ -86,7 +86,7 @@ class TinyTransformer(nn.Module):
             x = _Block(self.features, self.num_heads, name=f"block_{i}")(x, mask)
             self.sow("intermediates", f"layer_{i + 1}", x)
         x = nn.LayerNorm(name="ln_final")(x)
-        return embed.token_embed.attend(x)
+        return embed.attend(x)
 
 
 def copy_task_batch(

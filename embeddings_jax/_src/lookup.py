@@ -8,14 +8,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.experimental import checkify
 
-from embeddings_jax._src import checks, cpu_kernel
+from embeddings_jax._src import checks, kernels, policy
 from embeddings_jax._src.typing import Array, Dtype, Float, Int
 
 __all__ = ["ONE_HOT_MAX_VOCAB_TPU", "OUT_OF_RANGE_POLICIES", "attend", "embed", "resolve_method"]
 
-OUT_OF_RANGE_POLICIES = ("error", "clip", "zero", "nan")
+OUT_OF_RANGE_POLICIES = policy.POLICIES
 METHODS = ("auto", "gather", "one_hot")
 # On TPU a one-hot matmul beats a gather for small vocabularies (the MXU does the
 # work; Flaxformer and Praxis default to it). This threshold is the one those
@@ -26,9 +25,9 @@ ONE_HOT_MAX_VOCAB_TPU = 4096
 def resolve_method(method: str, vocab: int, fn: str = "embed") -> str:
     """Resolve ``"auto"``: ``"one_hot"`` on TPU for ``vocab <= ONE_HOT_MAX_VOCAB_TPU``.
 
-    Everywhere else (CPU, GPU, larger vocabularies on TPU) ``"gather"``: on CPU a
-    one-hot lookup measured 100-1000x slower than a gather (``benchmarks/``). The TPU
-    threshold is not measured by this project.
+    Everywhere else (CPU, GPU, larger vocabularies on TPU) ``"gather"``, which is far
+    faster there (``benchmarks/`` has the one-hot baseline). The TPU threshold is not
+    measured by this project.
     """
     checks.check_choice(fn, "method", method, METHODS)
     if method != "auto":
@@ -66,7 +65,7 @@ def _gather_rows_jvp(dtype, primals, tangents):
     t_table, _ = tangents
     acc = acc_dtype(table.dtype)
     # A linear gather whose transpose (the gradient) is the compiled scatter on CPU.
-    t_rows = cpu_kernel.gather_rows_linear(t_table, idx, acc).astype(dtype)
+    t_rows = kernels.gather_rows(t_table, idx, acc).astype(dtype)
     return gather_rows(table, idx, dtype), t_rows
 
 
@@ -85,7 +84,8 @@ _UINT = {2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint64}
 
 def _classify(table: Array):
     """``(bits, plain, sub, nan, inf)`` from the bit pattern (CPU arithmetic would read
-    subnormals as zero): plain = finite and normal or zero (a matmul keeps it exactly)."""
+    subnormals as zero): plain = finite and normal, or +0 (a matmul keeps it exactly);
+    ``sub`` = subnormal or -0 (a sum of products would turn -0 into +0)."""
     fi = jnp.finfo(table.dtype)
     nbits = 8 * np.dtype(table.dtype).itemsize
     uint = _UINT[nbits // 8]
@@ -94,7 +94,8 @@ def _classify(table: Array):
     mant_mask = uint((1 << int(fi.nmant)) - 1)
     exp, mant = bits & exp_mask, bits & mant_mask
     special = exp == exp_mask
-    sub = (exp == 0) & (mant != 0)
+    negative = (bits >> uint(nbits - 1)) == 1
+    sub = (exp == 0) & ((mant != 0) | negative)
     return bits, ~special & ~sub, sub, special & (mant != 0), special & (mant == 0)
 
 
@@ -123,7 +124,7 @@ def one_hot_rows(table: Array, idx: Array, dtype) -> Array:
     every product is ``x * 1`` or ``x * 0``, at HIGHEST precision), and the others
     through a second block of the same ``dot_general`` (over ``[vocab, 2 * features]``)
     holding an integer code, exact in the table dtype: 1 NaN, 2 +inf, 3 -inf, and
-    ``±(4 + m)`` for a subnormal with mantissa bits ``m``, rebuilt bit for bit.
+    ``±(4 + m)`` for a subnormal (or -0) with mantissa bits ``m``, rebuilt bit for bit.
     Gradients reach the table through the first block, as for the gather.
     """
     size, d = table.shape
@@ -179,65 +180,11 @@ def _patch_jvp(primals, tangents):
     return _patch(rows, keep, special), tangents[0]
 
 
-def check_ids_on_host(fn: str, name: str, ids, size: int, what: str) -> None:
-    """For concrete ``ids``, raise ``ValueError`` naming the first id outside ``[0, size)``."""
-    a = np.asarray(ids)
-    if a.size == 0:
-        return
-    bad = (a < 0) | (a >= size)
-    if bad.any():
-        where = np.unravel_index(int(np.argmax(bad.reshape(-1))), a.shape)
-        idx = tuple(int(i) for i in where)
-        raise ValueError(
-            f"{fn}: `{name}` must be in [0, {size}) ({what}), got {name}[{idx}] = {int(a[where])} "
-            f"({int(bad.sum())} out of range); pass out_of_range='clip', 'zero' or 'nan' "
-            f"to handle them"
-        )
-
-
-def resolve_ids(
-    fn: str,
-    name: str,
-    ids: Array,
-    table_shape: tuple[int, ...],
-    *,
-    out_of_range: str,
-    what: str,
-    table_name: str = "table",
-) -> tuple[Array, Array]:
-    """Apply the checks of ``out_of_range`` to ids into a table of ``table_shape``;
-    return ``(clipped int32 ids, valid)``.
-
-    ``error`` raises here for concrete ids and reports through ``checkify`` when
-    traced; the caller then fills invalid rows (``valid`` false) by its policy.
-    """
-    size = table_shape[0]
-    if size == 0 and out_of_range == "clip" and ids.size:
-        raise ValueError(
-            f"{fn}: `{table_name}` must have at least one row for out_of_range='clip' (there "
-            f"is no row to clip {name} to), got shape {tuple(table_shape)}"
-        )
-    if out_of_range == "error":
-        if not checks.is_traced(ids):
-            check_ids_on_host(fn, name, ids, size, what)
-    valid = (ids >= 0) & (ids < size)
-    if out_of_range == "error" and checks.is_traced(ids):
-        checkify.debug_check(
-            jnp.all(valid),
-            f"{fn}: `{name}` out of range [0, {size}) ({what}): first bad value {{}}",
-            jnp.where(valid, 0, ids).reshape(-1)[jnp.argmin(valid.reshape(-1))]
-            if ids.size
-            else jnp.int32(0),
-        )
-    idx = jnp.clip(ids, 0, size - 1).astype(jnp.int32) if size else jnp.zeros_like(ids)
-    return idx, valid
-
-
 def lookup_rows(
     fn: str,
     name: str,
     table: Array,
-    ids: Array,
+    ids,
     *,
     out_of_range: str,
     method: str,
@@ -245,39 +192,32 @@ def lookup_rows(
     dtype=None,
     table_name: str = "table",
 ) -> Array:
-    """Shared lookup behind :func:`embed` and the position path of ``embed_and_add``.
+    """Shared lookup behind :func:`embed`, the modules and ``embed_and_add``.
 
-    Semantics (identical for ``gather`` and ``one_hot``, forward and backward):
-    ``clip`` reads and differentiates row ``clip(id, 0, V-1)``; ``zero`` gives a zero
-    row and no gradient; ``nan`` gives a NaN row and no gradient; ``error`` raises for
-    concrete ids and, when traced, reports through ``checkify`` and behaves as ``nan``.
-
-    Rows come back in ``dtype`` (default ``table.dtype``); only the rows are cast. The
-    gather path has a custom VJP (:func:`gather_rows`): a scatter-add accumulated in
-    float32. The policy masks are applied after the gather, so the cotangent of a
-    ``zero``/``nan``/``error`` row is exactly zero and adds nothing to any table row.
+    Semantics (identical for ``gather`` and ``one_hot``, forward and backward): ids
+    are resolved by :func:`embeddings_jax._src.policy.resolve` (``clip`` reads and
+    differentiates row ``clip(id, 0, V-1)``; ``zero``/``nan`` fill the row and give no
+    gradient; ``error`` raises for concrete ids). Rows come back in ``dtype`` (default
+    ``table.dtype``); only the rows are cast. The gather path's gradient is a
+    scatter-add accumulated in float32 (:func:`gather_rows`). The fill is applied after
+    the gather, so the cotangent of a filled row is exactly zero for every table row.
     """
     dtype = table.dtype if dtype is None else np.dtype(dtype)
-    size = table.shape[0]
-    idx, valid = resolve_ids(
-        fn,
-        name,
-        ids,
-        tuple(table.shape),
-        out_of_range=out_of_range,
-        what=what,
-        table_name=table_name,
+    r = policy.resolve(
+        fn, name, ids, table.shape[0], out_of_range, what=what, table_name=table_name
     )
+    return rows_of(table, r, out_of_range=out_of_range, method=method, dtype=dtype)
+
+
+def rows_of(table: Array, r: policy.Resolved, *, out_of_range: str, method: str, dtype) -> Array:
+    """The rows of resolved ids (:func:`embeddings_jax._src.policy.resolve`), filled."""
     if method == "one_hot":
-        rows = one_hot_rows(table, idx, dtype)
-    elif size == 0:
-        rows = jnp.zeros(ids.shape + table.shape[1:], dtype)
+        rows = one_hot_rows(table, r.idx, dtype)
+    elif table.shape[0] == 0:
+        rows = jnp.zeros(r.idx.shape + table.shape[1:], dtype)
     else:
-        rows = gather_rows(table, idx, dtype)
-    if out_of_range == "clip":
-        return rows
-    fill = 0.0 if out_of_range == "zero" else jnp.nan
-    return jnp.where(valid[..., None], rows, jnp.asarray(fill, dtype))
+        rows = gather_rows(table, r.idx, dtype)
+    return policy.fill(rows, r.valid, out_of_range)
 
 
 def embed(
@@ -296,16 +236,19 @@ def embed(
     ========= ============================================= ==========================
     policy    forward row                                   gradient to the table
     ========= ============================================= ==========================
-    error     raises ``ValueError`` for concrete ids;       none (NaN rows)
-              under ``jit`` reports via ``checkify`` and
-              returns NaN rows so a loss shows it
+    error     concrete ids: ``ValueError`` naming the       none (NaN rows)
+              first bad id. Traced ids (``jit``, ``vmap``):
+              inside :func:`checked` an error raised when
+              the checked function returns; otherwise NaN
+              rows, so a loss shows them
     clip      row ``clip(id, 0, vocab - 1)``                to that same row
     zero      zeros                                         none
     nan       NaN                                           none
     ========= ============================================= ==========================
 
-    To turn the traced ``error`` report into an exception, wrap the jitted caller:
-    ``err, y = checkify.checkify(jax.jit(f))(...); err.throw()``.
+    Ids of every integer dtype are compared with ``vocab`` exactly (small dtypes are
+    widened, 64-bit ids with x64 are not truncated). To raise under ``jit`` wrap the
+    jitted caller: ``ej.checked(jax.jit(f))(...)``.
 
     Only the looked-up rows are cast to ``dtype``; the table itself never is. The
     gradient w.r.t. ``table`` is a scatter-add accumulated in float32 (then cast to
@@ -313,7 +256,7 @@ def embed(
 
     Args:
       table: ``[vocab, features]`` floating array.
-      ids: integer array of any shape.
+      ids: integer array of any shape and integer dtype.
       out_of_range: ``"error"`` (default), ``"clip"``, ``"zero"`` or ``"nan"``.
       method: ``"gather"``, ``"one_hot"`` (a one-hot matmul, exact at HIGHEST
         precision and equal to the gather also for NaN/inf/subnormal table entries)
@@ -348,8 +291,8 @@ def embed(
     check_array(fn, "table", table)
     checks.check_floating(fn, "table", table)
     checks.check_ndim(fn, "table", table, 2, axes="vocab, features")
-    ids = checks.as_int_array(fn, "ids", ids)
-    checks.check_choice(fn, "out_of_range", out_of_range, OUT_OF_RANGE_POLICIES)
+    checks.check_integer(fn, "ids", ids)
+    policy.check(fn, out_of_range)
     m = resolve_method(method, table.shape[0], fn)
     out_dtype = table.dtype if dtype is None else checks.check_float_dtype(fn, "dtype", dtype)
     table = jnp.asarray(table)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -12,6 +14,8 @@ from embeddings_jax._src import checks
 from embeddings_jax._src.typing import Array, ArrayLike, Bool, Int
 
 __all__ = [
+    "PositionIds",
+    "position_ids",
     "positions",
     "positions_from_mask",
     "positions_from_offset",
@@ -31,6 +35,66 @@ def _shape_arg(fn: str, shape) -> tuple[int, ...]:
             f"{fn}: `shape` must be (seq,) or (batch, seq) with sizes >= 0, got {tuple(shape)}"
         )
     return tuple(int(s) for s in shape)
+
+
+def _static_offset(offset: Any) -> int | None:
+    """A Python or NumPy integer scalar offset as an int (``None`` for anything else)."""
+    if isinstance(offset, (int, np.integer)) and not isinstance(offset, bool):
+        return int(offset)
+    return None
+
+
+def _offset_array(fn: str, offset: Any, lead: tuple[int, ...]) -> Array:
+    """``offset`` as a scalar or a ``lead``-shaped integer array (one offset per row)."""
+    if isinstance(offset, bool):
+        raise TypeError(f"{fn}: `offset` must be an int or an integer array, got {offset!r}")
+    off = checks.as_int_array(fn, "offset", offset)
+    if off.ndim and tuple(off.shape) != lead:
+        want = f"[{', '.join(map(str, lead))}] (ids.shape[:-1])" if lead else "a scalar"
+        raise ValueError(
+            f"{fn}: `offset` must be an int or an integer array of shape {want}, got shape "
+            f"{tuple(off.shape)}"
+        )
+    return off
+
+
+def _check_concrete_offset(fn: str, off: Array, last: int) -> None:
+    """A concrete offset whose positions ``off .. off + last`` leave its range: raise.
+
+    The positions live in the offset's dtype (at least 32 bits); a traced offset is
+    saturated instead (:func:`_add_offset`).
+    """
+    if checks.is_traced(off) or not getattr(off, "is_fully_addressable", True) or not off.size:
+        return
+    dt = off.dtype if off.dtype.itemsize >= 4 else np.dtype(np.int32)
+    hi = int(jnp.iinfo(dt).max)
+    with jax.transfer_guard("allow"):
+        top = int(np.max(np.asarray(off).astype(object)))
+    if top + last > hi:
+        raise ValueError(
+            f"{fn}: `offset` must leave the last position offset + seq - 1 = {top + last} "
+            f"within {np.dtype(dt).name} (<= {hi}), got offset {top}"
+        )
+
+
+def _add_offset(base: Array, off: Array) -> tuple[Array, Array | None]:
+    """``base + off`` (``base >= 0``), saturating at the top of the offset's dtype.
+
+    Returns the positions (in the offset's dtype, at least 32 bits) and a mask of the
+    saturated ones (``None`` when ``off`` is concrete, checked before).
+    """
+    dt = off.dtype
+    if dt.itemsize < 4:
+        dt = jnp.dtype(jnp.uint32 if jnp.issubdtype(dt, jnp.unsignedinteger) else jnp.int32)
+    off, b = off.astype(dt), base.astype(dt)
+    if off.ndim:  # one offset per row: [..., 1] against [..., seq]
+        off = off[..., None]
+        b = b.reshape((1,) * (off.ndim - b.ndim) + b.shape)
+    if not checks.is_traced(off):
+        return off + b, None
+    hi = jnp.iinfo(dt).max
+    over = off > (hi - b)
+    return jnp.where(over, jnp.asarray(hi, dt), off + b), over
 
 
 def positions_from_offset(
@@ -64,31 +128,89 @@ def positions_from_offset(
     """
     fn = "positions_from_offset"
     shp = _shape_arg(fn, shape)
-    if isinstance(offset, bool):
-        raise TypeError(f"{fn}: `offset` must be an int or an integer array, got {offset!r}")
-    if isinstance(offset, (int, np.integer)):
-        # A static offset is checked with the positions it starts: int32 arithmetic
-        # would wrap offset + t past 2**31 - 1 to negative positions.
-        first, last = int(offset), int(offset) + max(shp[-1], 1) - 1
-        if first < checks.INT32_MIN or last > checks.INT32_MAX:
+    seq = shp[-1]
+    off = _checked_offset(fn, offset, shp[:-1], seq)
+    pos, _ = _add_offset(jnp.arange(seq, dtype=jnp.int32), off)
+    return jnp.broadcast_to(pos, shp) if off.ndim == 0 else pos
+
+
+def _checked_offset(fn: str, offset: Any, lead: tuple[int, ...], seq: int) -> Array:
+    """``offset`` as an integer array after the checks that need no tracing.
+
+    A static (Python/NumPy int) offset must keep ``offset .. offset + seq - 1`` in
+    int32; a concrete array offset in its own dtype; a traced one saturates later.
+    """
+    static = _static_offset(offset)
+    if static is not None:
+        last = static + max(seq, 1) - 1
+        if static < checks.INT32_MIN or last > checks.INT32_MAX:
             raise ValueError(
                 f"{fn}: `offset` must fit in int32 [{checks.INT32_MIN}, {checks.INT32_MAX}] "
-                f"together with the last position offset + seq - 1 = {last}, got {first}"
+                f"together with the last position offset + seq - 1 = {last}, got {static}"
             )
-        off = jnp.int32(offset)
-    else:
-        off = checks.as_int_array(fn, "offset", offset).astype(jnp.int32)
-    seq = shp[-1]
-    base = jnp.arange(seq, dtype=jnp.int32)
-    if off.ndim == 0:
-        return jnp.broadcast_to(base + off, shp)
-    if off.ndim != 1 or (len(shp) == 2 and off.shape[0] != shp[0]):
-        batch = shp[0] if len(shp) == 2 else "?"
-        raise ValueError(
-            f"{fn}: `offset` must be a scalar or a [batch] array with batch={batch}, "
-            f"got shape {tuple(off.shape)}"
-        )
-    return base[None, :] + off[:, None]
+        return jnp.int32(static)
+    off = _offset_array(fn, offset, lead)
+    _check_concrete_offset(fn, off, max(seq, 1) - 1)
+    return off
+
+
+class PositionIds(NamedTuple):
+    """The positions of ``embed_and_add`` and the modules, at their un-broadcast shape.
+
+    Attributes:
+      pos: integer positions: ``[seq]`` (shared by every row), ``lead + [seq]`` (one
+        offset per row) or ``ids.shape``.
+      overflow: bool mask of positions that a traced offset pushed past the top of its
+        dtype (saturated there), or ``None``.
+      static_start: the first position when the positions are ``start .. start + seq - 1``
+        with a static ``start`` (a slice of a table), else ``None``.
+    """
+
+    pos: Array
+    overflow: Array | None
+    static_start: int | None
+
+
+def position_ids(
+    fn: str, ids_shape: tuple[int, ...], *, positions: Any, segment_ids: Any, offset: Any
+) -> PositionIds:
+    """The one position resolver: explicit ``positions``, or restarting per segment plus
+    ``offset``, or ``arange(seq) + offset`` (scalar or one offset per row)."""
+    seq, lead = ids_shape[-1], tuple(ids_shape[:-1])
+    if positions is not None:
+        if segment_ids is not None or _static_offset(offset) != 0:
+            other = "`segment_ids`" if segment_ids is not None else f"offset={offset!r}"
+            raise ValueError(
+                f"{fn}: `positions` must be given alone (they replace offset and "
+                f"segment_ids), got {other} too"
+            )
+        pos = checks.as_int_array(fn, "positions", positions)
+        try:
+            shape = jnp.broadcast_shapes(pos.shape, ids_shape)
+        except ValueError:
+            shape = None
+        if shape != tuple(ids_shape):
+            raise ValueError(
+                f"{fn}: `positions` must broadcast to ids.shape {tuple(ids_shape)}, got "
+                f"shape {tuple(pos.shape)}"
+            )
+        return PositionIds(pos, None, None)
+    if segment_ids is not None:
+        seg = checks.as_int_array(fn, "segment_ids", segment_ids)
+        if tuple(seg.shape) != tuple(ids_shape):
+            raise ValueError(
+                f"{fn}: `segment_ids` must have ids.shape {tuple(ids_shape)}, got shape "
+                f"{tuple(seg.shape)}"
+            )
+        base = positions_from_segments(seg)
+        if _static_offset(offset) == 0:
+            return PositionIds(base, None, None)
+        return PositionIds(*_add_offset(base, _checked_offset(fn, offset, lead, seq)), None)
+    off = _checked_offset(fn, offset, lead, seq)
+    start = _static_offset(offset)
+    if start is not None:
+        return PositionIds(jnp.arange(seq, dtype=jnp.int32) + off, None, start)
+    return PositionIds(*_add_offset(jnp.arange(seq, dtype=jnp.int32), off), None)
 
 
 def positions_from_segments(segment_ids: Int[ArrayLike, "*batch seq"]) -> Int[Array, "*batch seq"]:
@@ -195,20 +317,25 @@ def positions(
     """
     fn = "positions"
     if segment_ids is not None:
-        p = positions_from_segments(segment_ids)
-        if isinstance(offset, (int, np.integer)) and not isinstance(offset, bool):
-            return p + jnp.int32(offset) if offset else p
-        off = checks.as_int_array(fn, "offset", offset).astype(jnp.int32)
-        return p + (off[:, None] if off.ndim == 1 else off)
-    if hasattr(shape_or_mask, "dtype"):
+        seg = checks.as_int_array(fn, "segment_ids", segment_ids)
+        if hasattr(shape_or_mask, "dtype") or (
+            shape_or_mask is not None and tuple(shape_or_mask) != tuple(seg.shape)
+        ):
+            raise ValueError(
+                f"{fn}: `shape_or_mask` must be None or segment_ids.shape {tuple(seg.shape)} "
+                f"when `segment_ids` is given, got {checks.describe(shape_or_mask)}"
+            )
+        base = positions_from_segments(seg)
+    elif hasattr(shape_or_mask, "dtype"):
         if np.dtype(shape_or_mask.dtype) != np.bool_:
             raise TypeError(
                 f"{fn}: `shape_or_mask` must be a shape tuple or a bool mask, got dtype "
                 f"{np.dtype(shape_or_mask.dtype).name}"
             )
-        p = positions_from_mask(shape_or_mask)
-        if isinstance(offset, (int, np.integer)) and offset == 0:
-            return p
-        off = checks.as_int_array(fn, "offset", offset).astype(jnp.int32)
-        return p + (off[:, None] if off.ndim == 1 else off)
-    return positions_from_offset(shape_or_mask, offset)
+        base = positions_from_mask(shape_or_mask)
+    else:
+        return positions_from_offset(shape_or_mask, offset)
+    if _static_offset(offset) == 0:
+        return base
+    seq = base.shape[-1] if base.ndim else 0
+    return _add_offset(base, _checked_offset(fn, offset, tuple(base.shape[:-1]), seq))[0]

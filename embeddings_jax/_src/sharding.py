@@ -16,12 +16,12 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
-from jax.experimental import checkify
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from embeddings_jax._src import checks
-from embeddings_jax._src.lookup import OUT_OF_RANGE_POLICIES, check_attend_args, check_ids_on_host
+from embeddings_jax._src import checks, policy
+from embeddings_jax._src.lookup import check_attend_args
 from embeddings_jax._src.typing import Array, Dtype, Float, Int
 
 __all__ = [
@@ -159,8 +159,8 @@ def vocab_parallel_embed(
     _check_mesh(fn, mesh)
     checks.check_floating(fn, "table", table)
     checks.check_ndim(fn, "table", table, 2, axes="vocab, features")
-    ids = checks.as_int_array(fn, "ids", ids)
-    checks.check_choice(fn, "out_of_range", out_of_range, OUT_OF_RANGE_POLICIES)
+    checks.check_integer(fn, "ids", ids)
+    policy.check(fn, out_of_range)
     out_dtype = table.dtype if dtype is None else checks.check_float_dtype(fn, "dtype", dtype)
     v_axes = _mesh_axes(fn, "vocab_axis", mesh, vocab_axis)
     b_axes = _mesh_axes(fn, "batch_axis", mesh, batch_axis)
@@ -172,19 +172,13 @@ def vocab_parallel_embed(
     if f_axes:
         _check_divisible(fn, "features table.shape[1]", features, mesh, f_axes)
     if b_axes:
-        if ids.ndim == 0:
+        if np.ndim(ids) == 0:
             raise ValueError(f"{fn}: `ids` must be at least 1-D with batch_axis set, got shape ()")
-        _check_divisible(fn, "ids.shape[0]", ids.shape[0], mesh, b_axes)
+        _check_divisible(fn, "ids.shape[0]", np.shape(ids)[0], mesh, b_axes)
 
-    if out_of_range == "error":
-        if not checks.is_traced(ids):
-            check_ids_on_host(fn, "ids", ids, vocab, "the vocabulary size")
-    valid = (ids >= 0) & (ids < vocab)
-    if out_of_range == "error" and checks.is_traced(ids):
-        checkify.debug_check(jnp.all(valid), f"{fn}: `ids` out of range [0, {vocab})")
-    if out_of_range == "clip":
-        ids = jnp.clip(ids, 0, vocab - 1)
-    ids = ids.astype(jnp.int32)
+    # The policy once, outside shard_map: clipped ids, then the fill after the psum.
+    r = policy.resolve(fn, "ids", ids, vocab, out_of_range, what="the vocabulary size")
+    ids = r.idx
 
     lead = (_spec_entry(b_axes),) if ids.ndim else ()
     rest = (None,) * max(ids.ndim - 1, 0)
@@ -204,8 +198,7 @@ def vocab_parallel_embed(
     y = _shard_map(local, mesh=mesh, in_specs=(table_spec, ids_spec), out_specs=out_spec)(
         _place(table, mesh, table_spec), _place(ids, mesh, ids_spec)
     )
-    if out_of_range in ("nan", "error"):
-        y = jnp.where(valid[..., None], y, jnp.asarray(jnp.nan, y.dtype))
+    y = policy.fill(y, r.valid, out_of_range)
     return y if y.dtype == out_dtype else y.astype(out_dtype)
 
 

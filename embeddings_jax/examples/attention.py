@@ -17,7 +17,7 @@ import numpy as np
 from jax import lax
 
 from embeddings_jax._src import checks
-from embeddings_jax._src.linen_modules import ALiBi, RelativePositionBias, RotaryEmbedding
+from embeddings_jax.linen import ALiBi, RelativePositionBias, RotaryEmbedding
 from embeddings_jax._src.typing import Array, Bool, Dtype, Float, Int
 
 __all__ = ["KVCache", "MultiHeadAttention", "dot_product_attention"]

@@ -362,7 +362,7 @@ class TinyDecoder(nn.Module):
             embedding_init=nn.initializers.normal(self.features**-0.5),
             position_init=nn.initializers.normal(0.5),
             out_of_range="clip",
-            logical_axes=False,
+            logical_axes=None,
             name="embed",
         )
         x = embed(ids, positions=jnp.broadcast_to(pos[None, :], ids.shape))

@@ -1,0 +1,939 @@
+"""One spec per module: attributes, validation, parameter table and forward, declared once.
+
+The classes of :mod:`embeddings_jax.linen` and :mod:`embeddings_jax.nnx` are thin front
+ends generated over these specs (:mod:`.linen`, :mod:`.nnx`). A spec is a frozen
+dataclass whose fields are the module's attributes (names, order, defaults, types and
+documentation live here only); ``__post_init__`` is the only validation; ``params()``
+lists the parameters (path, shape, dtype, initializer, logical axes); the methods named
+in ``METHODS`` are the computations, each a call of the functional core. A front end
+creates the listed parameters with its framework's variables and hands the spec's
+methods a :class:`Frame`, through which they read parameters, the decode cache and
+dropout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax.core import FrozenDict
+from jax import lax
+
+from embeddings_jax._src import checks, policy
+from embeddings_jax._src.bias import (
+    alibi_bias,
+    alibi_slopes,
+    check_alibi_args,
+    check_t5_args,
+    t5_relative_bias,
+)
+from embeddings_jax._src.compose import embed_and_add
+from embeddings_jax._src.lookup import METHODS, attend, lookup_rows, resolve_method
+from embeddings_jax._src.rotary import RopeScaling, apply_rope, resolve_scaling
+from embeddings_jax._src.sinusoidal import SinusoidalConvention, get_convention, sinusoidal
+from embeddings_jax._src.typing import Array, Dtype, Float, Initializer, Int
+
+__all__ = [
+    "ALiBi",
+    "AxisNames",
+    "Frame",
+    "ModuleSpec",
+    "ParamSpec",
+    "PositionEmbed",
+    "RelativePositionBias",
+    "RotaryEmbedding",
+    "SinusoidalPositionEmbed",
+    "TokenAndPositionEmbed",
+    "TokenEmbed",
+]
+
+AxisNames = tuple[str | None, ...]
+
+# Flax's defaults (flax.linen.Embed / flax.nnx.Embed; BERT and the Flax examples).
+default_embed_init = jax.nn.initializers.variance_scaling(1.0, "fan_in", "normal", out_axis=0)
+default_position_init = jax.nn.initializers.normal(stddev=0.02)
+
+# Logical axis names (the MaxText / T5X vocabulary); map them to mesh axes with
+# ``flax.linen.logical_axis_rules`` (linen) or the ``sharding_rules`` of NNX.
+TOKEN_AXES: AxisNames = ("vocab", "embed")
+POSITION_AXES: AxisNames = ("length", "embed")
+NORM_AXES: AxisNames = ("embed",)
+RELPOS_AXES: AxisNames = ("relpos_buckets", "heads")
+TOKEN_AND_POSITION_AXES = FrozenDict(
+    {"token": TOKEN_AXES, "position": POSITION_AXES, "norm": NORM_AXES}
+)
+POSITION_KINDS = ("learned", "sinusoidal", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamSpec:
+    """One parameter of a module.
+
+    Attributes:
+      path: ``(name,)`` for a parameter of the module itself, ``(group, name)`` for
+        one of a named sub-collection (``("token_embed", "embedding")``).
+      shape: its shape.
+      dtype: its dtype (``param_dtype``).
+      init: ``init(key, shape, dtype)``.
+      axes: logical axis names, or ``None`` for a plain array.
+    """
+
+    path: tuple[str, ...]
+    shape: tuple[int, ...]
+    dtype: Any
+    init: Initializer
+    axes: AxisNames | None
+
+
+class Frame:
+    """What a front end gives a spec's methods: parameters, cache and dropout."""
+
+    def param(self, *path: str) -> Array:
+        """The value of the parameter at ``path`` (see :class:`ParamSpec`)."""
+        raise NotImplementedError
+
+    def cache_index(self, create: bool) -> Any:
+        """The decode cache variable (``.value``), or ``None`` while it is being created."""
+        raise NotImplementedError
+
+    def dropout(self, x: Array, rate: float, deterministic: bool) -> Array:
+        """The framework's dropout of ``x``."""
+        raise NotImplementedError
+
+
+class ModuleSpec:
+    """Base of the specs: front-end hooks with their defaults."""
+
+    # The methods the front ends expose (each ``method(self, frame, *args, **kw)``).
+    METHODS: ClassVar[tuple[str, ...]] = ("__call__",)
+    # How many leading attributes the NNX constructor takes positionally (None: all, as
+    # linen takes them; an exact Flax drop-in follows Flax's signature instead).
+    NNX_POSITIONAL: ClassVar[int | None] = None
+    # Attributes only one front end has (``{"nnx": (...), "linen": (...)}``).
+    ONLY: ClassVar[Mapping[str, tuple[str, ...]]] = types.MappingProxyType({})
+
+    def params(self) -> tuple[ParamSpec, ...]:
+        return ()
+
+    def needs_rngs(self) -> bool:
+        """Whether the NNX front end needs ``rngs`` (parameters or dropout)."""
+        return bool(self.params())
+
+    def dropout_rate_(self) -> float:
+        return 0.0
+
+    def has_cache(self) -> bool:
+        return False
+
+    def check_params(self, frame: Frame) -> None:
+        """Every parameter has the shape the attributes say (a module merged with the
+        state of another size would otherwise serve the wrong table)."""
+        for p in self.params():
+            got = tuple(np.shape(frame.param(*p.path)))
+            if got != p.shape:
+                raise ValueError(
+                    f"{type(self).__name__}: parameter `{'/'.join(p.path)}` must have shape "
+                    f"{p.shape} (from the module's attributes), got {got}"
+                )
+
+
+def _name(spec: Any) -> str:
+    return type(spec).__name__
+
+
+def _check_common(spec: Any, *, features=True, param_dtype=True, method=True) -> None:
+    fn = _name(spec)
+    if features:
+        checks.static_int(fn, "features", spec.features, minimum=1)
+    if spec.dtype is not None:
+        checks.check_float_dtype(fn, "dtype", spec.dtype)
+    if param_dtype:
+        checks.check_float_dtype(fn, "param_dtype", spec.param_dtype)
+    policy.check(fn, spec.out_of_range)
+    if method:
+        checks.check_choice(fn, "method", spec.method, METHODS)
+
+
+def _check_axes(fn: str, name: str, axes, n: int) -> AxisNames | None:
+    if axes is None:
+        return None
+    if isinstance(axes, str) or not isinstance(axes, (tuple, list)) or len(axes) != n:
+        raise ValueError(
+            f"{fn}: `{name}` must be None or {n} logical axis names (str or None), got {axes!r}"
+        )
+    if not all(a is None or isinstance(a, str) for a in axes):
+        raise ValueError(f"{fn}: `{name}` must hold str or None entries, got {axes!r}")
+    return tuple(axes)
+
+
+def _check_ids(fn: str, ids, *, min_ndim: int = 0):
+    checks.check_integer(fn, "ids", ids)
+    checks.check_ndim(fn, "ids", ids, min_ndim=min_ndim, axes="..., seq" if min_ndim else "")
+    return ids
+
+
+def _check_width(fn: str, name: str, x: Any, features: int) -> None:
+    checks.check_floating(fn, name, x)
+    checks.check_ndim(fn, name, x, min_ndim=1, axes="..., features")
+    if x.shape[-1] != features:
+        raise ValueError(
+            f"{fn}: `{name}` must have last axis features={features}, got shape {tuple(x.shape)}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenEmbed(ModuleSpec):
+    r"""Token embedding; a drop-in replacement for Flax's ``Embed``.
+
+    .. math:: Y[\ldots, :] = E[\mathrm{ids}[\ldots], :], \qquad
+       \mathrm{attend}(q) = q E^\top
+
+    The parameter is ``embedding`` (``[num_embeddings, features]``), initialised as
+    Flax's ``Embed``. Differences from Flax: ids outside ``[0, num_embeddings)``
+    follow ``out_of_range`` (Flax wraps negative ids and returns NaN past the end);
+    only the looked-up rows are cast to ``dtype``, never the table; the parameter
+    carries the logical axis names ``logical_axes`` (linen: a
+    ``nn.LogicallyPartitioned`` box, ``nn.meta.unbox`` gives the array; NNX: the
+    ``sharding_names`` metadata); ``logical_axes=None`` makes a plain array. For an
+    exact Flax drop-in (same class name and plain parameters) use ``Embed``.
+
+    Attributes:
+      num_embeddings: vocabulary size ``V``.
+      features: embedding width ``d``.
+      dtype: output (compute) dtype; ``None``: the parameter dtype.
+      param_dtype: parameter dtype (float32).
+      embedding_init: initializer of the ``[V, d]`` table (Flax's default).
+      out_of_range: ``"error"``, ``"clip"``, ``"zero"`` or ``"nan"``
+        (see :func:`embeddings_jax.embed`).
+      method: ``"auto"``, ``"gather"`` or ``"one_hot"``.
+      logical_axes: logical axis names of the table, ``("vocab", "embed")``.
+      precision: ``lax`` precision of :meth:`attend`.
+
+    Example (linen):
+      >>> import jax, jax.numpy as jnp
+      >>> from embeddings_jax.linen import TokenEmbed
+      >>> layer = TokenEmbed(num_embeddings=5, features=3)
+      >>> ids = jnp.array([[0, 1, 2]])
+      >>> variables = layer.init(jax.random.key(0), ids)
+      >>> layer.apply(variables, ids).shape
+      (1, 3, 3)
+      >>> layer.apply(variables, jnp.ones((1, 3)), method=layer.attend).shape
+      (1, 5)
+
+    Example (NNX):
+      >>> from flax import nnx
+      >>> from embeddings_jax import nnx as ejnnx
+      >>> layer = ejnnx.TokenEmbed(5, 3, rngs=nnx.Rngs(0))
+      >>> layer(jnp.array([[0, 1, 2]])).shape
+      (1, 3, 3)
+
+    References:
+      ``flax.linen.Embed`` (``flax/linen/linear.py``), ``flax.nnx.Embed``.
+    """
+
+    num_embeddings: int
+    features: int
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    embedding_init: Initializer = default_embed_init
+    out_of_range: str = "error"
+    method: str = "auto"
+    logical_axes: AxisNames | None = TOKEN_AXES
+    precision: lax.PrecisionLike = None
+
+    METHODS: ClassVar[tuple[str, ...]] = ("__call__", "attend")
+
+    def __post_init__(self):
+        fn = _name(self)
+        checks.static_int(fn, "num_embeddings", self.num_embeddings, minimum=1)
+        _check_common(self)
+        object.__setattr__(
+            self, "logical_axes", _check_axes(fn, "logical_axes", self.logical_axes, 2)
+        )
+
+    def params(self):
+        shape = (self.num_embeddings, self.features)
+        return (
+            ParamSpec(
+                ("embedding",), shape, self.param_dtype, self.embedding_init, self.logical_axes
+            ),
+        )
+
+    def __call__(
+        self, frame: Frame, inputs: Int[Array, "*shape"]
+    ) -> Float[Array, "*shape features"]:
+        """Rows of the table for integer ``inputs`` of any shape: ``inputs.shape + (d,)``."""
+        fn = _name(self)
+        self.check_params(frame)
+        _check_ids(fn, inputs)
+        return lookup_rows(
+            fn,
+            "ids",
+            jnp.asarray(frame.param("embedding")),
+            inputs,
+            out_of_range=self.out_of_range,
+            method=resolve_method(self.method, self.num_embeddings, fn),
+            what="the vocabulary size",
+            dtype=self.dtype,
+        )
+
+    def attend(
+        self, frame: Frame, query: Float[Array, "*shape features"]
+    ) -> Float[Array, "*shape vocab"]:
+        """Tied logits ``query @ embedding.T``: ``query.shape[:-1] + (num_embeddings,)``.
+
+        Computed in ``dtype`` when it is set (the query and the table are cast to it, as
+        Flax does), else in the promotion of the query and the table dtypes.
+        """
+        self.check_params(frame)
+        _check_width(_name(self), "query", query, self.features)
+        return attend(frame.param("embedding"), query, dtype=self.dtype, precision=self.precision)
+
+
+@dataclasses.dataclass(frozen=True)
+class PositionEmbed(ModuleSpec):
+    r"""Learned absolute positions: :math:`Y[\ldots, :] = P[\mathrm{positions}[\ldots], :]`.
+
+    The ``[max_len, features]`` table is named ``embedding`` and carries the logical axes
+    ``("length", "embed")``. Positions outside ``[0, max_len)`` follow ``out_of_range``.
+
+    Attributes:
+      max_len: number of positions (table rows).
+      features: width ``d``.
+      dtype: output dtype; ``None``: the parameter dtype.
+      param_dtype: parameter dtype (float32).
+      embedding_init: initializer, ``normal(0.02)`` as in BERT and the Flax examples.
+      out_of_range: policy for positions past the table (see :func:`embeddings_jax.embed`).
+      method: lookup method.
+      logical_axes: ``("length", "embed")``, or ``None`` for a plain array.
+
+    Example (linen):
+      >>> import jax, jax.numpy as jnp
+      >>> import embeddings_jax as ej
+      >>> from embeddings_jax.linen import PositionEmbed
+      >>> pe = PositionEmbed(max_len=16, features=4)
+      >>> pos = ej.positions((2, 3), offset=5)
+      >>> variables = pe.init(jax.random.key(0), pos)
+      >>> pe.apply(variables, pos).shape
+      (2, 3, 4)
+
+    Example (NNX):
+      >>> from flax import nnx
+      >>> from embeddings_jax import nnx as ejnnx
+      >>> ejnnx.PositionEmbed(16, 4, rngs=nnx.Rngs(0))(pos).shape
+      (2, 3, 4)
+
+    References:
+      Devlin et al., "BERT", 2019; Gehring et al., "Convolutional Sequence to Sequence
+      Learning", 2017 (learned position embeddings).
+    """
+
+    max_len: int
+    features: int
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    embedding_init: Initializer = default_position_init
+    out_of_range: str = "error"
+    method: str = "auto"
+    logical_axes: AxisNames | None = POSITION_AXES
+
+    def __post_init__(self):
+        fn = _name(self)
+        checks.static_int(fn, "max_len", self.max_len, minimum=1)
+        _check_common(self)
+        object.__setattr__(
+            self, "logical_axes", _check_axes(fn, "logical_axes", self.logical_axes, 2)
+        )
+
+    def params(self):
+        shape = (self.max_len, self.features)
+        return (
+            ParamSpec(
+                ("embedding",), shape, self.param_dtype, self.embedding_init, self.logical_axes
+            ),
+        )
+
+    def __call__(
+        self, frame: Frame, positions: Int[Array, "*shape"]
+    ) -> Float[Array, "*shape features"]:
+        """Rows ``P[positions]``: ``positions.shape + (features,)``."""
+        fn = _name(self)
+        self.check_params(frame)
+        checks.check_integer(fn, "positions", positions)
+        return lookup_rows(
+            fn,
+            "positions",
+            jnp.asarray(frame.param("embedding")),
+            positions,
+            out_of_range=self.out_of_range,
+            method=resolve_method(self.method, self.max_len, fn),
+            what="max_len",
+            dtype=self.dtype,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class SinusoidalPositionEmbed(ModuleSpec):
+    r"""Fixed sinusoidal positions (no parameters), exact for every integer position.
+
+    .. math:: P_{p, 2i} = \sin(p\, 10000^{-2i/d}),\quad P_{p, 2i+1} = \cos(p\, 10000^{-2i/d})
+
+    for ``convention="vaswani"``; ``"tensor2tensor"`` (the Flax examples, T5X, MaxText)
+    puts all sines first. With ``max_len`` set, positions outside ``[0, max_len)``
+    follow ``out_of_range`` like a learned table; without it every position is valid.
+
+    Attributes:
+      features: width ``d``.
+      convention: ``"vaswani"``, ``"tensor2tensor"`` or a ``SinusoidalConvention``.
+      max_len: optional number of valid positions.
+      out_of_range: policy past ``max_len``.
+      dtype: output dtype (float32); the phase is exact whatever this is.
+
+    Example (linen):
+      >>> import jax.numpy as jnp
+      >>> from embeddings_jax.linen import SinusoidalPositionEmbed
+      >>> pe = SinusoidalPositionEmbed(features=4)
+      >>> pe.apply({}, jnp.array([0, 1])).round(4)
+      Array([[0.    , 1.    , 0.    , 1.    ],
+             [0.8415, 0.5403, 0.01  , 1.    ]], dtype=float32)
+
+    Example (NNX):
+      >>> from embeddings_jax import nnx as ejnnx
+      >>> ejnnx.SinusoidalPositionEmbed(4)(jnp.array([0, 1])).shape
+      (2, 4)
+
+    References:
+      Vaswani et al., "Attention Is All You Need", 2017, section 3.5.
+    """
+
+    features: int
+    convention: str | SinusoidalConvention = "vaswani"
+    max_len: int | None = None
+    out_of_range: str = "error"
+    dtype: Dtype = jnp.float32
+
+    def __post_init__(self):
+        fn = _name(self)
+        _check_common(self, param_dtype=False, method=False)
+        checks.check_float_dtype(fn, "dtype", self.dtype)
+        get_convention(self.convention, fn)
+        if self.max_len is not None:
+            checks.static_int(fn, "max_len", self.max_len, minimum=1)
+
+    def __call__(
+        self, frame: Frame, positions: Int[Array, "*shape"]
+    ) -> Float[Array, "*shape features"]:
+        """Encodings of integer ``positions``: ``positions.shape + (features,)``."""
+        del frame
+        fn = _name(self)
+        checks.check_integer(fn, "positions", positions)
+        if self.max_len is None:
+            pos = checks.as_int_array(fn, "positions", positions)
+            return sinusoidal(pos, self.features, convention=self.convention, dtype=self.dtype)
+        r = policy.resolve(
+            fn, "positions", positions, self.max_len, self.out_of_range, what="max_len"
+        )
+        p = sinusoidal(r.idx, self.features, convention=self.convention, dtype=self.dtype)
+        return policy.fill(p, r.valid, self.out_of_range)
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenAndPositionEmbed(ModuleSpec):
+    r"""Token plus position embedding, optionally scaled, layer-normalised and dropped out.
+
+    .. math::
+
+      X_{b,t} = \mathrm{dropout}\Big(\mathrm{LN}\big(s\, E[\mathrm{ids}_{b,t}]
+        + P[\mathrm{pos}_{b,t}]\big)\Big)
+
+    ``P`` is a learned ``[max_len, features]`` table, an exact sinusoid, or nothing
+    (``position="none"``). ``pos`` is ``arange(seq) + offset`` (``offset`` an int or a
+    per-row array: the cache length while decoding), restarts at 0 in every segment
+    when ``segment_ids`` is given (packed rows), or is ``positions`` verbatim. The sum
+    and LayerNorm run in float32 and are cast once to ``dtype``: the module is one
+    :func:`embeddings_jax.embed_and_add` call (plus dropout).
+
+    Decoding: call with one token per step and ``offset=step`` (the result equals the
+    matching row of the full-sequence call bit for bit), or set ``decode=True`` and the
+    module keeps the offset in the cache variable ``cache_index`` (linen: the
+    ``"cache"`` collection, created by ``init``, as in the Flax examples; NNX: an
+    ``nnx.Cache``, created by the constructor or by :meth:`init_cache`) and advances it
+    by ``seq`` on every call.
+
+    Parameters: ``token_embed/embedding`` ``[V, d]``, ``position_embed/embedding``
+    ``[max_len, d]`` (``position="learned"``), ``norm/scale`` and ``norm/bias`` ``[d]``
+    (``layer_norm=True``).
+
+    Attributes:
+      num_embeddings: vocabulary size.
+      features: width ``d``.
+      max_len: number of positions; required for ``"learned"``, optional for
+        ``"sinusoidal"`` (then positions past it follow ``out_of_range``).
+      position: ``"learned"``, ``"sinusoidal"`` or ``"none"`` (e.g. with rotary
+        embeddings in attention: :class:`RotaryEmbedding`).
+      scale: multiplier of the token rows (``features ** 0.5`` in Vaswani et al.), or None.
+      layer_norm: apply LayerNorm after the sum (BERT).
+      dropout_rate: dropout after the (normalised) sum; needs a ``"dropout"`` rng when
+        ``deterministic=False``.
+      convention: sinusoid convention (``"vaswani"``, ``"tensor2tensor"``, an object).
+      layer_norm_epsilon: LayerNorm epsilon.
+      dtype: output dtype; ``None``: the parameter dtype.
+      param_dtype: parameter dtype (float32).
+      embedding_init: token table initializer (Flax's ``Embed`` default).
+      position_init: position table initializer (``normal(0.02)``).
+      out_of_range: policy for ids and positions out of range.
+      method: lookup method.
+      decode: keep the offset in the cache variable ``cache_index``.
+      logical_axes: logical axis names per parameter group, a mapping with the keys
+        ``"token"``, ``"position"`` and ``"norm"`` (default: ``("vocab", "embed")``,
+        ``("length", "embed")``, ``("embed",)``; a missing key or ``None`` makes that
+        group a plain array), or ``None`` for plain arrays everywhere.
+
+    Example (linen, decoding with the cache):
+      >>> import jax, jax.numpy as jnp
+      >>> from embeddings_jax.linen import TokenAndPositionEmbed
+      >>> emb = TokenAndPositionEmbed(num_embeddings=50, features=8, max_len=16)
+      >>> ids = jnp.array([[3, 1, 4, 1, 5]])
+      >>> params = emb.init(jax.random.key(0), ids)["params"]
+      >>> full = emb.apply({"params": params}, ids)
+      >>> dec = emb.clone(decode=True)
+      >>> cache = dec.init(jax.random.key(0), ids[:, :1])["cache"]  # cache_index = 0
+      >>> steps = []
+      >>> for t in range(ids.shape[1]):
+      ...     y, mut = dec.apply({"params": params, "cache": cache}, ids[:, t:t + 1],
+      ...                        mutable=["cache"])
+      ...     cache = mut["cache"]
+      ...     steps.append(y)
+      >>> bool((jnp.concatenate(steps, axis=1) == full).all())
+      True
+      >>> int(cache["cache_index"])
+      5
+
+    Example (NNX):
+      >>> from flax import nnx
+      >>> from embeddings_jax import nnx as ejnnx
+      >>> emb = ejnnx.TokenAndPositionEmbed(50, 8, max_len=16, rngs=nnx.Rngs(0))
+      >>> full = emb(ids)
+      >>> emb.init_cache()  # start decoding at position 0
+      >>> steps = [emb(ids[:, t:t + 1]) for t in range(5)]
+      >>> bool((jnp.concatenate(steps, axis=1) == full).all()), int(emb.cache_index[...])
+      (True, 5)
+
+    References:
+      Vaswani et al. 2017 (scaled tokens + sinusoid); Devlin et al. 2019 (BERT: learned
+      positions, LayerNorm, dropout); Krell et al., "Efficient Sequence Packing without
+      Cross-contamination", 2021 (packing with restarting positions).
+    """
+
+    num_embeddings: int
+    features: int
+    max_len: int | None = None
+    position: str = "learned"
+    scale: float | None = None
+    layer_norm: bool = False
+    dropout_rate: float = 0.0
+    convention: str | SinusoidalConvention = "vaswani"
+    layer_norm_epsilon: float = 1e-6
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    embedding_init: Initializer = default_embed_init
+    position_init: Initializer = default_position_init
+    out_of_range: str = "error"
+    method: str = "auto"
+    decode: bool = False
+    logical_axes: Mapping[str, AxisNames | None] | None = TOKEN_AND_POSITION_AXES
+
+    METHODS: ClassVar[tuple[str, ...]] = ("__call__", "attend")
+
+    def __post_init__(self):
+        fn = _name(self)
+        checks.static_int(fn, "num_embeddings", self.num_embeddings, minimum=1)
+        _check_common(self)
+        checks.check_choice(fn, "position", self.position, POSITION_KINDS)
+        if self.max_len is not None:
+            checks.static_int(fn, "max_len", self.max_len, minimum=1)
+        elif self.position == "learned":
+            raise ValueError(
+                f"{fn}: `max_len` must be an int >= 1 when position='learned' (it sets the "
+                f"position table length), got None"
+            )
+        if self.position == "sinusoidal":
+            get_convention(self.convention, fn)
+        if self.scale is not None:
+            checks.static_float(fn, "scale", self.scale)
+        rate = checks.static_float(fn, "dropout_rate", self.dropout_rate)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"{fn}: `dropout_rate` must be in [0, 1), got {rate}")
+        if not isinstance(self.layer_norm, (bool, np.bool_)):
+            raise TypeError(f"{fn}: `layer_norm` must be a bool, got {self.layer_norm!r}")
+        if not isinstance(self.decode, (bool, np.bool_)):
+            raise TypeError(f"{fn}: `decode` must be a bool, got {self.decode!r}")
+        acc = checks.promote_float(self.param_dtype, jnp.float32)
+        checks.check_epsilon(fn, "layer_norm_epsilon", self.layer_norm_epsilon, acc)
+        axes = self.logical_axes
+        if axes is not None:
+            if not isinstance(axes, Mapping) or set(axes) - set(TOKEN_AND_POSITION_AXES):
+                raise ValueError(
+                    f"{fn}: `logical_axes` must be None or a mapping with keys among "
+                    f"{sorted(TOKEN_AND_POSITION_AXES)}, got {axes!r}"
+                )
+            sizes = {"token": 2, "position": 2, "norm": 1}
+            axes = FrozenDict(
+                {k: _check_axes(fn, f"logical_axes[{k!r}]", v, sizes[k]) for k, v in axes.items()}
+            )
+            object.__setattr__(self, "logical_axes", axes)
+
+    def _axes(self, group: str) -> AxisNames | None:
+        return None if self.logical_axes is None else self.logical_axes.get(group)
+
+    def params(self):
+        d, pdt = self.features, self.param_dtype
+        out = [
+            ParamSpec(
+                ("token_embed", "embedding"),
+                (self.num_embeddings, d),
+                pdt,
+                self.embedding_init,
+                self._axes("token"),
+            )
+        ]
+        if self.position == "learned":
+            out.append(
+                ParamSpec(
+                    ("position_embed", "embedding"),
+                    (self.max_len, d),
+                    pdt,
+                    self.position_init,
+                    self._axes("position"),
+                )
+            )
+        if self.layer_norm:
+            for name, init in (
+                ("scale", jax.nn.initializers.ones),
+                ("bias", jax.nn.initializers.zeros),
+            ):
+                out.append(ParamSpec(("norm", name), (d,), pdt, init, self._axes("norm")))
+        return tuple(out)
+
+    def needs_rngs(self) -> bool:
+        return True
+
+    def dropout_rate_(self) -> float:
+        return float(self.dropout_rate)
+
+    def has_cache(self) -> bool:
+        return bool(self.decode)
+
+    def _decode_offset(self, frame: Frame, ids, positions, segment_ids, offset):
+        fn = _name(self)
+        if (
+            positions is not None
+            or segment_ids is not None
+            or not (isinstance(offset, (int, np.integer)) and offset == 0)
+        ):
+            raise ValueError(
+                f"{fn}: `offset`, `positions` and `segment_ids` must be left unset with "
+                f"decode=True (the offset is the cache's), got offset={offset!r}, "
+                f"positions={'set' if positions is not None else None}, "
+                f"segment_ids={'set' if segment_ids is not None else None}"
+            )
+        cache = frame.cache_index(create=True)
+        if cache is None:  # linen init: positions start at 0, the cache stays at 0
+            return 0
+        i = cache.value
+        cache.value = i + jnp.int32(np.shape(ids)[-1])
+        return i
+
+    def __call__(
+        self,
+        frame: Frame,
+        ids: Int[Array, "*batch seq"],
+        *,
+        positions: Int[Array, "*batch seq"] | None = None,
+        segment_ids: Int[Array, "*batch seq"] | None = None,
+        offset: int | Int[Array, "*batch"] = 0,
+        deterministic: bool = True,
+    ) -> Float[Array, "*batch seq features"]:
+        """Embed ``ids`` ``[..., seq]`` -> ``[..., seq, features]``.
+
+        Args:
+          ids: integer token ids, at least 1-D.
+          positions: explicit integer positions broadcastable to ``ids.shape``.
+          segment_ids: packing ids ``ids.shape``; positions restart per segment.
+          offset: int, or an integer array of shape ``ids.shape[:-1]``, added to the
+            positions (decoding).
+          deterministic: disable dropout.
+
+        Raises:
+          TypeError: non-integer ``ids``/``positions``/``offset``.
+          ValueError: ``seq > max_len``, ``offset`` together with ``decode=True``,
+            shape mismatches.
+        """
+        fn = _name(self)
+        self.check_params(frame)
+        _check_ids(fn, ids, min_ndim=1)
+        if self.decode:
+            offset = self._decode_offset(frame, ids, positions, segment_ids, offset)
+        seq = np.shape(ids)[-1]
+        if (
+            positions is None
+            and segment_ids is None
+            and self.max_len is not None
+            and seq > self.max_len
+        ):
+            raise ValueError(
+                f"{fn}: sequence length `ids.shape[-1]` must be <= max_len={self.max_len}, "
+                f"got {seq}"
+            )
+        if self.position == "learned":
+            position = frame.param("position_embed", "embedding")
+        else:
+            position = self.convention if self.position == "sinusoidal" else None
+        x = embed_and_add(
+            frame.param("token_embed", "embedding"),
+            ids,
+            position,
+            positions=positions,
+            segment_ids=segment_ids,
+            offset=offset,
+            scale=self.scale,
+            norm=(
+                (frame.param("norm", "scale"), frame.param("norm", "bias"))
+                if self.layer_norm
+                else None
+            ),
+            norm_eps=self.layer_norm_epsilon,
+            max_len=self.max_len if self.position == "sinusoidal" else None,
+            out_of_range=self.out_of_range,
+            method=self.method,
+            dtype=self.dtype,
+        )
+        if self.dropout_rate > 0:
+            x = frame.dropout(x, self.dropout_rate, deterministic)
+        return x
+
+    def attend(
+        self, frame: Frame, query: Float[Array, "*shape features"]
+    ) -> Float[Array, "*shape vocab"]:
+        """Tied output logits against the token table (see ``TokenEmbed.attend``)."""
+        self.check_params(frame)
+        _check_width(_name(self), "query", query, self.features)
+        table = frame.param("token_embed", "embedding")
+        return attend(table, query, dtype=self.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class RotaryEmbedding(ModuleSpec):
+    r"""Rotary position embedding of queries or keys (no parameters).
+
+    .. math:: y = \mathrm{rope}(x, p) \quad\text{(see :func:`embeddings_jax.apply_rope`)}
+
+    Attributes:
+      base: RoPE base (``rope_theta``); ``None``: 10000 or the scaling's ``rope_theta``.
+      layout: ``"half"`` (HF Llama/NeoX) or ``"interleaved"`` (Meta Llama/GPT-J).
+      rotary_dim: number of rotated features; ``None``: all (or the scaling's
+        ``partial_rotary_factor``).
+      scaling: ``None``, a :class:`embeddings_jax.RopeScaling` or a HF rope dict
+        (parsed once, when the module is built).
+      seq_len: static length for ``dynamic``/``longrope`` scaling.
+
+    Example (linen):
+      >>> import jax.numpy as jnp
+      >>> from embeddings_jax.linen import RotaryEmbedding
+      >>> rope = RotaryEmbedding(scaling={"rope_type": "linear", "factor": 2.0})
+      >>> rope.apply({}, jnp.ones((2, 5, 3, 8)), jnp.arange(5)).shape
+      (2, 5, 3, 8)
+
+    Example (NNX):
+      >>> from embeddings_jax import nnx as ejnnx
+      >>> ejnnx.RotaryEmbedding(layout="interleaved", rotary_dim=4)(
+      ...     jnp.ones((5, 3, 8)), jnp.arange(5)).shape
+      (5, 3, 8)
+
+    References:
+      Su et al., "RoFormer", 2021, arXiv:2104.09864.
+    """
+
+    base: float | None = None
+    layout: str = "half"
+    rotary_dim: int | None = None
+    scaling: RopeScaling | Mapping | None = None
+    seq_len: int | None = None
+
+    def __post_init__(self):
+        fn = _name(self)
+        checks.check_choice(fn, "layout", self.layout, ("half", "interleaved"))
+        if self.base is not None:
+            checks.static_float(fn, "base", self.base, positive=True)
+        if self.rotary_dim is not None:
+            checks.static_int(fn, "rotary_dim", self.rotary_dim, minimum=2)
+        if self.seq_len is not None:
+            checks.static_int(fn, "seq_len", self.seq_len, minimum=0)
+        object.__setattr__(self, "scaling", resolve_scaling(fn, self.scaling))
+
+    def __call__(
+        self,
+        frame: Frame,
+        x: Float[Array, "*batch seq heads head_dim"],
+        positions: Int[Array, "*batch seq"],
+    ) -> Float[Array, "*batch seq heads head_dim"]:
+        """Rotated ``x`` (same shape and dtype)."""
+        del frame
+        return apply_rope(
+            x,
+            positions,
+            base=self.base,
+            layout=self.layout,
+            rotary_dim=self.rotary_dim,
+            scaling=self.scaling,
+            seq_len=self.seq_len,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ALiBi(ModuleSpec):
+    r"""ALiBi attention bias (no parameters): :math:`B_{h,i,j} = -m_h (q_i - k_j)`.
+
+    Attributes:
+      num_heads: total number of heads (the slopes depend on it).
+      mode: ``"causal"`` or ``"symmetric"`` (:math:`-m_h |q_i - k_j|`).
+      head_offset: first head of this module's slice when heads are sharded.
+      num_local_heads: number of heads of the slice; ``None``: all.
+      dtype: bias dtype.
+
+    Example (linen):
+      >>> import jax.numpy as jnp
+      >>> from embeddings_jax.linen import ALiBi
+      >>> ALiBi(num_heads=6).apply({}, jnp.arange(4), jnp.arange(4)).shape
+      (6, 4, 4)
+
+    Example (NNX):
+      >>> from embeddings_jax import nnx as ejnnx
+      >>> ejnnx.ALiBi(6)(jnp.arange(4), jnp.arange(4)).shape
+      (6, 4, 4)
+
+    References:
+      Press et al., "Train Short, Test Long", ICLR 2022, arXiv:2108.12409.
+    """
+
+    num_heads: int
+    mode: str = "causal"
+    head_offset: int = 0
+    num_local_heads: int | None = None
+    dtype: Dtype = jnp.float32
+
+    def __post_init__(self):
+        fn = _name(self)
+        check_alibi_args(fn, self.num_heads, self.mode)
+        checks.check_float_dtype(fn, "dtype", self.dtype)
+        alibi_slopes(
+            self.num_heads, head_offset=self.head_offset, num_local_heads=self.num_local_heads
+        )
+
+    def __call__(
+        self, frame: Frame, q_positions: Int[Array, "*batch q"], k_positions: Int[Array, "*batch k"]
+    ) -> Float[Array, "*batch heads q k"]:
+        """Bias ``[..., heads, q, k]`` to add to the attention logits."""
+        del frame
+        slopes = alibi_slopes(
+            self.num_heads, head_offset=self.head_offset, num_local_heads=self.num_local_heads
+        )
+        return alibi_bias(q_positions, k_positions, slopes, mode=self.mode, dtype=self.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class RelativePositionBias(ModuleSpec):
+    r"""T5 relative attention bias with a learned ``[num_buckets, heads]`` table.
+
+    .. math:: B_{h,i,j} = T_{\mathrm{bucket}(k_j - q_i),\, h}
+
+    The table is the parameter ``rel_embedding`` (the T5X/Flaxformer name) with logical
+    axes ``("relpos_buckets", "heads")``; HF's ``relative_attention_bias.weight`` has the
+    same ``[num_buckets, heads]`` layout.
+
+    Attributes:
+      num_heads: number of heads.
+      num_buckets: total buckets (32 in T5).
+      max_distance: distance of the last bucket (128 in T5).
+      bidirectional: encoder (``True``) or decoder (``False``) bucketing.
+      dtype: bias dtype; ``None``: the parameter dtype.
+      param_dtype: table dtype (float32).
+      embedding_init: table initializer.
+      logical_axes: logical axis names of the table, or ``None``.
+
+    Example (linen):
+      >>> import jax, jax.numpy as jnp
+      >>> from embeddings_jax.linen import RelativePositionBias
+      >>> rpb = RelativePositionBias(num_heads=2)
+      >>> variables = rpb.init(jax.random.key(0), jnp.arange(3), jnp.arange(5))
+      >>> rpb.apply(variables, jnp.arange(3), jnp.arange(5)).shape
+      (2, 3, 5)
+
+    Example (NNX):
+      >>> from flax import nnx
+      >>> from embeddings_jax import nnx as ejnnx
+      >>> ejnnx.RelativePositionBias(2, rngs=nnx.Rngs(0))(jnp.arange(3), jnp.arange(5)).shape
+      (2, 3, 5)
+
+    References:
+      Raffel et al., "Exploring the Limits of Transfer Learning ...", JMLR 2020,
+      arXiv:1910.10683. Hugging Face ``T5Attention.compute_bias``.
+    """
+
+    num_heads: int
+    num_buckets: int = 32
+    max_distance: int = 128
+    bidirectional: bool = True
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    embedding_init: Initializer = default_embed_init
+    logical_axes: AxisNames | None = RELPOS_AXES
+
+    def __post_init__(self):
+        fn = _name(self)
+        checks.static_int(fn, "num_heads", self.num_heads, minimum=1)
+        check_t5_args(fn, self.bidirectional, self.num_buckets, self.max_distance)
+        if self.dtype is not None:
+            checks.check_float_dtype(fn, "dtype", self.dtype)
+        checks.check_float_dtype(fn, "param_dtype", self.param_dtype)
+        object.__setattr__(
+            self, "logical_axes", _check_axes(fn, "logical_axes", self.logical_axes, 2)
+        )
+
+    def params(self):
+        shape = (self.num_buckets, self.num_heads)
+        return (
+            ParamSpec(
+                ("rel_embedding",), shape, self.param_dtype, self.embedding_init, self.logical_axes
+            ),
+        )
+
+    def __call__(
+        self, frame: Frame, q_positions: Int[Array, "*batch q"], k_positions: Int[Array, "*batch k"]
+    ) -> Float[Array, "*batch heads q k"]:
+        """Bias ``[..., heads, q, k]`` to add to the attention logits."""
+        self.check_params(frame)
+        return t5_relative_bias(
+            q_positions,
+            k_positions,
+            frame.param("rel_embedding"),
+            bidirectional=self.bidirectional,
+            max_distance=self.max_distance,
+            dtype=self.dtype,
+        )
+
+
+SPECS: tuple[type[ModuleSpec], ...] = (
+    TokenEmbed,
+    PositionEmbed,
+    SinusoidalPositionEmbed,
+    TokenAndPositionEmbed,
+    RotaryEmbedding,
+    ALiBi,
+    RelativePositionBias,
+)
