@@ -44,6 +44,8 @@ exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 
 # --- autodoc -------------------------------------------------------------------------
 autodoc_member_order = "bysource"
+# Only our own docstrings: linen modules would otherwise show flax's Module.setup text.
+autodoc_inherit_docstrings = False
 autodoc_class_signature = "mixed"
 
 # Signatures show argument names and defaults only; each argument's type (a jaxtyping
