@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from embeddings_jax.linen import TokenAndPositionEmbed
 from embeddings_jax._src.typing import Array, Float, Int, PRNGKey
+from embeddings_jax.linen import TokenAndPositionEmbed
 
 __all__ = ["TinyTransformer", "copy_task_batch", "train_copy_task"]
 

@@ -17,8 +17,8 @@ import numpy as np
 from jax import lax
 
 from embeddings_jax._src import checks
-from embeddings_jax.linen import ALiBi, RelativePositionBias, RotaryEmbedding
 from embeddings_jax._src.typing import Array, Bool, Dtype, Float, Int
+from embeddings_jax.linen import ALiBi, RelativePositionBias, RotaryEmbedding
 
 __all__ = ["KVCache", "MultiHeadAttention", "dot_product_attention"]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +20,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from embeddings_jax._src.modules.spec import ModuleSpec
 
-__all__ = ["fields", "method_wrapper", "place_on_mesh", "spec_of"]
+__all__ = ["fields", "front", "method_wrapper", "place_on_mesh", "spec_of"]
 
 
 def fields(spec: type[ModuleSpec], framework: str) -> list[dataclasses.Field]:
@@ -27,6 +28,16 @@ def fields(spec: type[ModuleSpec], framework: str) -> list[dataclasses.Field]:
     others = {k: v for k, v in spec.ONLY.items() if k != framework}
     skip = {name for names in others.values() for name in names}
     return [f for f in dataclasses.fields(spec) if f.name not in skip]
+
+
+def front(base: type, spec: type[ModuleSpec]) -> type:
+    """The front-end class of ``spec`` for the framework of ``base``, named after it."""
+    return types.new_class(
+        spec.__name__,
+        (base,),
+        {"spec": spec},
+        lambda ns: ns.update(__module__=base.__module__, __qualname__=spec.__name__),
+    )
 
 
 def spec_of(obj: Any, spec: type[ModuleSpec], framework: str) -> ModuleSpec:

@@ -15,18 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from embeddings_jax._src.modules import spec as S
-from embeddings_jax._src.modules.frontend import fields, method_wrapper, spec_of
-
-__all__ = [
-    "ALiBi",
-    "LinenModule",
-    "PositionEmbed",
-    "RelativePositionBias",
-    "RotaryEmbedding",
-    "SinusoidalPositionEmbed",
-    "TokenAndPositionEmbed",
-    "TokenEmbed",
-]
+from embeddings_jax._src.modules.frontend import fields, front, method_wrapper, spec_of
 
 
 class _Group(nn.Module):
@@ -111,29 +100,13 @@ class LinenModule(nn.Module):
         return target(spec_of(self, self._spec_cls, "linen"), _Frame(self), *args, **kwargs)
 
 
-class TokenEmbed(LinenModule, spec=S.TokenEmbed):
-    pass
-
-
-class PositionEmbed(LinenModule, spec=S.PositionEmbed):
-    pass
-
-
-class SinusoidalPositionEmbed(LinenModule, spec=S.SinusoidalPositionEmbed):
-    pass
-
-
-class TokenAndPositionEmbed(LinenModule, spec=S.TokenAndPositionEmbed):
-    pass
-
-
-class RotaryEmbedding(LinenModule, spec=S.RotaryEmbedding):
-    pass
-
-
-class ALiBi(LinenModule, spec=S.ALiBi):
-    pass
-
-
-class RelativePositionBias(LinenModule, spec=S.RelativePositionBias):
-    pass
+# One front end per spec, named after it (tests/test_modules.py checks the names).
+(
+    TokenEmbed,
+    PositionEmbed,
+    SinusoidalPositionEmbed,
+    TokenAndPositionEmbed,
+    RotaryEmbedding,
+    ALiBi,
+    RelativePositionBias,
+) = (front(LinenModule, s) for s in S.SPECS)

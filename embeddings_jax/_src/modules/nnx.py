@@ -17,18 +17,13 @@ import jax.numpy as jnp
 from flax import nnx
 
 from embeddings_jax._src.modules import spec as S
-from embeddings_jax._src.modules.frontend import fields, method_wrapper, place_on_mesh, spec_of
-
-__all__ = [
-    "ALiBi",
-    "NnxModule",
-    "PositionEmbed",
-    "RelativePositionBias",
-    "RotaryEmbedding",
-    "SinusoidalPositionEmbed",
-    "TokenAndPositionEmbed",
-    "TokenEmbed",
-]
+from embeddings_jax._src.modules.frontend import (
+    fields,
+    front,
+    method_wrapper,
+    place_on_mesh,
+    spec_of,
+)
 
 
 class _Group(nnx.Module):
@@ -110,16 +105,20 @@ class NnxModule(nnx.Module):
                 "rngs", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="nnx.Rngs"
             )
         )
-        cls.__signature__ = inspect.Signature(params)
+        init_signature = inspect.Signature(params)
+        cls.__signature__ = init_signature.replace(parameters=params[1:])
 
         def __init__(self, *args, rngs: nnx.Rngs | None = None, **kwargs):
-            bound = cls.__signature__.bind(self, *args, rngs=rngs, **kwargs)
+            bound = init_signature.bind(self, *args, rngs=rngs, **kwargs)
             attrs = {n: v for n, v in bound.arguments.items() if n not in ("self", "rngs")}
             NnxModule._build(self, spec(**attrs), rngs)
 
-        __init__.__signature__ = cls.__signature__
+        __init__.__signature__ = init_signature
         __init__.__doc__ = f"Build a {cls.__name__}; see the class documentation."
         cls.__init__ = __init__
+        if spec.DECODES:
+            cls.init_cache = NnxModule._init_cache
+            cls.reset_cache = NnxModule._init_cache
 
     def _build(self, s: S.ModuleSpec, rngs: nnx.Rngs | None) -> None:
         fn = type(self).__name__
@@ -144,41 +143,20 @@ class NnxModule(nnx.Module):
     def _run(self, target, *args, **kwargs):
         return target(spec_of(self, self._spec_cls, "nnx"), _Frame(self), *args, **kwargs)
 
-
-class TokenEmbed(NnxModule, spec=S.TokenEmbed):
-    pass
-
-
-class PositionEmbed(NnxModule, spec=S.PositionEmbed):
-    pass
-
-
-class SinusoidalPositionEmbed(NnxModule, spec=S.SinusoidalPositionEmbed):
-    pass
-
-
-class TokenAndPositionEmbed(NnxModule, spec=S.TokenAndPositionEmbed):
-    def init_cache(self) -> None:
-        """Create (or reset) the decode cache: the next call starts at position 0.
-
-        Needed when decoding with a module built with ``decode=False`` (set
-        ``module.decode = True`` too); a module built with ``decode=True`` has one.
-        """
+    def _init_cache(self) -> None:
+        """Create (or reset) the decode cache and set ``decode=True``: the next call starts
+        at position 0. A module built with ``decode=True`` has a cache already."""
         self.cache_index = nnx.Cache(jnp.zeros((), jnp.int32))
         self.decode = True
 
-    def reset_cache(self) -> None:
-        """Start decoding again at position 0."""
-        self.init_cache()
 
-
-class RotaryEmbedding(NnxModule, spec=S.RotaryEmbedding):
-    pass
-
-
-class ALiBi(NnxModule, spec=S.ALiBi):
-    pass
-
-
-class RelativePositionBias(NnxModule, spec=S.RelativePositionBias):
-    pass
+# One front end per spec, named after it (tests/test_modules.py checks the names).
+(
+    TokenEmbed,
+    PositionEmbed,
+    SinusoidalPositionEmbed,
+    TokenAndPositionEmbed,
+    RotaryEmbedding,
+    ALiBi,
+    RelativePositionBias,
+) = (front(NnxModule, s) for s in S.SPECS)

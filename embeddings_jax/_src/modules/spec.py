@@ -38,20 +38,6 @@ from embeddings_jax._src.rotary import RopeScaling, apply_rope, resolve_scaling
 from embeddings_jax._src.sinusoidal import SinusoidalConvention, get_convention, sinusoidal
 from embeddings_jax._src.typing import Array, Dtype, Float, Initializer, Int
 
-__all__ = [
-    "ALiBi",
-    "AxisNames",
-    "Frame",
-    "ModuleSpec",
-    "ParamSpec",
-    "PositionEmbed",
-    "RelativePositionBias",
-    "RotaryEmbedding",
-    "SinusoidalPositionEmbed",
-    "TokenAndPositionEmbed",
-    "TokenEmbed",
-]
-
 AxisNames = tuple[str | None, ...]
 
 # Flax's defaults (flax.linen.Embed / flax.nnx.Embed; BERT and the Flax examples).
@@ -93,6 +79,8 @@ class ParamSpec:
 class Frame:
     """What a front end gives a spec's methods: parameters, cache and dropout."""
 
+    framework: ClassVar[str] = ""  # "linen" or "nnx"
+
     def param(self, *path: str) -> Array:
         """The value of the parameter at ``path`` (see :class:`ParamSpec`)."""
         raise NotImplementedError
@@ -114,6 +102,8 @@ class ModuleSpec:
     # How many leading attributes the NNX constructor takes positionally (None: all, as
     # linen takes them; an exact Flax drop-in follows Flax's signature instead).
     NNX_POSITIONAL: ClassVar[int | None] = None
+    # Whether the module decodes with a cache (NNX front ends get ``init_cache``).
+    DECODES: ClassVar[bool] = False
     # Attributes only one front end has (``{"nnx": (...), "linen": (...)}``).
     ONLY: ClassVar[Mapping[str, tuple[str, ...]]] = types.MappingProxyType({})
 
@@ -175,6 +165,14 @@ def _check_ids(fn: str, ids, *, min_ndim: int = 0):
     checks.check_integer(fn, "ids", ids)
     checks.check_ndim(fn, "ids", ids, min_ndim=min_ndim, axes="..., seq" if min_ndim else "")
     return ids
+
+
+def _attend_dtype(frame: Frame, dtype, table):
+    """``dtype``, or with ``None`` what Flax's ``Embed.attend`` does in that framework:
+    linen promotes (``None``), NNX casts the query to the table's dtype."""
+    if dtype is None and frame.framework == "nnx":
+        return table.dtype
+    return dtype
 
 
 def _check_width(fn: str, name: str, x: Any, features: int) -> None:
@@ -287,12 +285,16 @@ class TokenEmbed(ModuleSpec):
     ) -> Float[Array, "*shape vocab"]:
         """Tied logits ``query @ embedding.T``: ``query.shape[:-1] + (num_embeddings,)``.
 
-        Computed in ``dtype`` when it is set (the query and the table are cast to it, as
-        Flax does), else in the promotion of the query and the table dtypes.
+        Computed in ``dtype`` when it is set (the query and the table are cast to it).
+        With ``dtype=None`` each front end does what its Flax ``Embed`` does: linen
+        promotes the query and table dtypes (``flax.linen.Embed``), NNX casts the query
+        to the parameter dtype (``flax.nnx.Embed``).
         """
         self.check_params(frame)
         _check_width(_name(self), "query", query, self.features)
-        return attend(frame.param("embedding"), query, dtype=self.dtype, precision=self.precision)
+        table = frame.param("embedding")
+        dt = _attend_dtype(frame, self.dtype, table)
+        return attend(table, query, dtype=dt, precision=self.precision)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -549,6 +551,7 @@ class TokenAndPositionEmbed(ModuleSpec):
     logical_axes: Mapping[str, AxisNames | None] | None = TOKEN_AND_POSITION_AXES
 
     METHODS: ClassVar[tuple[str, ...]] = ("__call__", "attend")
+    DECODES: ClassVar[bool] = True
 
     def __post_init__(self):
         fn = _name(self)
@@ -724,7 +727,7 @@ class TokenAndPositionEmbed(ModuleSpec):
         self.check_params(frame)
         _check_width(_name(self), "query", query, self.features)
         table = frame.param("token_embed", "embedding")
-        return attend(table, query, dtype=self.dtype)
+        return attend(table, query, dtype=_attend_dtype(frame, self.dtype, table))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -928,12 +931,5 @@ class RelativePositionBias(ModuleSpec):
         )
 
 
-SPECS: tuple[type[ModuleSpec], ...] = (
-    TokenEmbed,
-    PositionEmbed,
-    SinusoidalPositionEmbed,
-    TokenAndPositionEmbed,
-    RotaryEmbedding,
-    ALiBi,
-    RelativePositionBias,
-)
+# Every spec, in the order they are defined above (the front ends unpack them in it).
+SPECS: tuple[type[ModuleSpec], ...] = tuple(ModuleSpec.__subclasses__())
