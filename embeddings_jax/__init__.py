@@ -21,6 +21,7 @@ from embeddings_jax._src.positions import positions_from_offset
 from embeddings_jax._src.positions import positions_from_segments
 from embeddings_jax._src.rotary import RopeScaling
 from embeddings_jax._src.rotary import apply_rope
+from embeddings_jax._src.rotary import attention_temperature
 from embeddings_jax._src.rotary import rope_frequencies
 from embeddings_jax._src.rotary import rope_scaling_from_hf
 from embeddings_jax._src.sharding import vocab_parallel_attend
@@ -45,6 +46,7 @@ __all__ = (
     "alibi_slopes",
     "apply_rope",
     "attend",
+    "attention_temperature",
     "cpu_kernel_status",
     "embed",
     "embed_and_add",

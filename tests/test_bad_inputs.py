@@ -696,6 +696,7 @@ ERRORS = [
                 "short_factor": [1.0] * 3,
                 "long_factor": [1.0] * 3,
                 "original_max_position_embeddings": 10,
+                "factor": 2.0,
             },
         ),
         ValueError,

@@ -194,7 +194,6 @@ def test_from_hf_legacy_type_and_rope_parameters():
         ({"rope_type": "ntk-by-parts", "factor": 2.0}, {}, "`rope_type` must be one of"),
         ({"factor": 2.0}, {}, "'rope_type'"),
         ({"rope_type": "linear"}, {}, "must have key 'factor'"),
-        ({"rope_type": "linear", "factor": 2.0, "beta_fast": 3}, {}, "unknown key 'beta_fast'"),
         (
             {"rope_type": "yarn", "factor": 2.0, "scale": 1},
             {"max_position_embeddings": 8},
@@ -423,7 +422,15 @@ def test_dot_product_near_int32_max():
             "`base` must equal the scaling's rope_theta",
         ),
         (
-            {"scaling": {"rope_type": "longrope", "short_factor": [1.0], "long_factor": [1.0]}},
+            {
+                "scaling": {
+                    "rope_type": "longrope",
+                    "short_factor": [1.0],
+                    "long_factor": [1.0],
+                    "original_max_position_embeddings": 16,
+                    "factor": 2.0,
+                }
+            },
             (4, 2, 8),
             jnp.arange(4),
             ValueError,
