@@ -15,6 +15,8 @@ from embeddings_jax._src.lookup import ONE_HOT_MAX_VOCAB_TPU
 from embeddings_jax._src.lookup import OUT_OF_RANGE_POLICIES
 from embeddings_jax._src.lookup import attend
 from embeddings_jax._src.lookup import embed
+from embeddings_jax._src.mrope import mrope_decode_positions
+from embeddings_jax._src.mrope import mrope_positions
 from embeddings_jax._src.positions import positions
 from embeddings_jax._src.positions import positions_from_mask
 from embeddings_jax._src.positions import positions_from_offset
@@ -53,6 +55,8 @@ __all__ = (
     "extend_positions",
     "layer_norm",
     "load_pretrained",
+    "mrope_decode_positions",
+    "mrope_positions",
     "positions",
     "positions_from_mask",
     "positions_from_offset",
