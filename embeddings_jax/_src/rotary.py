@@ -821,7 +821,10 @@ def _phase_frequencies(rd: int, base: float, s: RopeScaling | None, seq_len, pos
     dt = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     length = jnp.max(pos).astype(dt) + 1 if seq_len is None else jnp.asarray(seq_len)
     inv, af = _frequencies(rd, base, s, length)
-    return _fixed_point_on_device(inv), af
+    # Up to max_position_embeddings the host float64 frequencies are the exact answer.
+    exact = FixedPoint.from_radians(_frequencies(rd, base, s, None)[0])
+    scaled = length > s.max_position_embeddings
+    return _select(scaled, _fixed_point_on_device(inv), exact), af
 
 
 def _mrope_axes(s: RopeScaling, n: int) -> np.ndarray:
@@ -1113,3 +1116,19 @@ def attention_temperature(
     else:
         k = jnp.floor((p.astype(jnp.float32) + 1.0) / np.float32(fs))
     return (jnp.log1p(k) * np.float32(a) + np.float32(1.0)).astype(dt)
+
+
+def temper_queries(
+    q: Float[Array, "*batch seq heads head_dim"],
+    positions: Int[Array, "*batch seq"],
+    *,
+    attn_scale: float,
+    floor_scale: float,
+) -> Float[Array, "*batch seq heads head_dim"]:
+    """``q * attention_temperature(positions)`` per token, computed in float32 and cast once."""
+    fn = "RotaryEmbedding"
+    checks.check_floating(fn, "x", q)
+    t = attention_temperature(positions, attn_scale=attn_scale, floor_scale=floor_scale)
+    cdt = jnp.float64 if q.dtype == jnp.float64 else jnp.float32
+    t = t.astype(cdt).reshape((1,) * (q.ndim - 2 - t.ndim) + t.shape + (1, 1))
+    return (q.astype(cdt) * t).astype(q.dtype)
