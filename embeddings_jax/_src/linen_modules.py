@@ -495,7 +495,7 @@ from embeddings_jax._src.bias import (  # noqa: E402
     check_t5_args,
     t5_relative_bias,
 )
-from embeddings_jax._src.rotary import RopeScaling, apply_rope  # noqa: E402
+from embeddings_jax._src.rotary import RopeScaling, apply_rope, temper_queries  # noqa: E402
 
 __all__ += ["ALiBi", "RelativePositionBias", "RotaryEmbedding"]
 
@@ -513,7 +513,12 @@ class RotaryEmbedding(nn.Module):
       rotary_dim: number of rotated features; ``None``: all (or the scaling's
         ``partial_rotary_factor``).
       scaling: ``None``, a :class:`embeddings_jax.RopeScaling` or a HF rope dict.
-      seq_len: static length for ``dynamic``/``longrope`` scaling.
+      seq_len: length for ``dynamic``/``longrope`` scaling; ``None``: ``max(positions) + 1``
+        per call, as HF.
+      nope: a layer without RoPE (Llama 4's NoPE layers): ``x`` is not rotated.
+      attn_scale: Llama 4 attention temperature tuning: with ``query=True``, the output
+        is scaled by :func:`embeddings_jax.attention_temperature` (``None``: off).
+      floor_scale: the temperature's ``floor_scale`` (Llama 4: 8192).
 
     Example:
       >>> import jax.numpy as jnp
@@ -531,22 +536,34 @@ class RotaryEmbedding(nn.Module):
     rotary_dim: int | None = None
     scaling: RopeScaling | dict | None = None
     seq_len: int | None = None
+    nope: bool = False
+    attn_scale: float | None = None
+    floor_scale: float = 8192.0
 
     def __call__(
         self,
         x: Float[Array, "*batch seq heads head_dim"],
         positions: Int[Array, "*batch seq"],
+        *,
+        query: bool = False,
     ) -> Float[Array, "*batch seq heads head_dim"]:
-        """Rotated ``x`` (same shape and dtype)."""
-        return apply_rope(
-            x,
-            positions,
-            base=self.base,
-            layout=self.layout,
-            rotary_dim=self.rotary_dim,
-            scaling=self.scaling,
-            seq_len=self.seq_len,
-        )
+        """Rotated ``x`` (same shape and dtype); ``query=True`` also applies the temperature."""
+        y = x
+        if not self.nope:
+            y = apply_rope(
+                x,
+                positions,
+                base=self.base,
+                layout=self.layout,
+                rotary_dim=self.rotary_dim,
+                scaling=self.scaling,
+                seq_len=self.seq_len,
+            )
+        if query and self.attn_scale is not None:
+            y = temper_queries(
+                y, positions, attn_scale=self.attn_scale, floor_scale=self.floor_scale
+            )
+        return y
 
 
 class ALiBi(nn.Module):

@@ -431,7 +431,12 @@ from embeddings_jax._src.bias import (  # noqa: E402
     check_t5_args,
     t5_relative_bias,
 )
-from embeddings_jax._src.rotary import RopeScaling, apply_rope, resolve_scaling  # noqa: E402
+from embeddings_jax._src.rotary import (  # noqa: E402
+    RopeScaling,
+    apply_rope,
+    resolve_scaling,
+    temper_queries,
+)
 
 __all__ += ["ALiBi", "RelativePositionBias", "RotaryEmbedding"]
 
@@ -463,6 +468,9 @@ class RotaryEmbedding(nnx.Module):
         rotary_dim: int | None = None,
         scaling: RopeScaling | dict | None = None,
         seq_len: int | None = None,
+        nope: bool = False,
+        attn_scale: float | None = None,
+        floor_scale: float = 8192.0,
     ):
         fn = type(self).__name__
         checks.check_choice(fn, "layout", layout, ("half", "interleaved"))
@@ -471,22 +479,34 @@ class RotaryEmbedding(nnx.Module):
         self.rotary_dim = rotary_dim
         self.scaling = resolve_scaling(fn, scaling)
         self.seq_len = seq_len
+        self.nope = nope
+        self.attn_scale = attn_scale
+        self.floor_scale = floor_scale
 
     def __call__(
         self,
         x: Float[Array, "*batch seq heads head_dim"],
         positions: Int[Array, "*batch seq"],
+        *,
+        query: bool = False,
     ) -> Float[Array, "*batch seq heads head_dim"]:
-        """Rotated ``x`` (same shape and dtype)."""
-        return apply_rope(
-            x,
-            positions,
-            base=self.base,
-            layout=self.layout,
-            rotary_dim=self.rotary_dim,
-            scaling=self.scaling,
-            seq_len=self.seq_len,
-        )
+        """Rotated ``x`` (same shape and dtype); ``query=True`` also applies the temperature."""
+        y = x
+        if not self.nope:
+            y = apply_rope(
+                x,
+                positions,
+                base=self.base,
+                layout=self.layout,
+                rotary_dim=self.rotary_dim,
+                scaling=self.scaling,
+                seq_len=self.seq_len,
+            )
+        if query and self.attn_scale is not None:
+            y = temper_queries(
+                y, positions, attn_scale=self.attn_scale, floor_scale=self.floor_scale
+            )
+        return y
 
 
 class ALiBi(nnx.Module):
