@@ -598,8 +598,8 @@ def rope_scaling_from_hf(
     own = spec.required | spec.optional | _COMMON_KEYS
     keys = set(params) - _HF_IGNORED_KEYS
     _check_keys(fn, t, params, keys - own)
-    kw = {k: _hf_value(fn, k, params[k]) for k in keys & own - {"rope_type", "type"}}
-    kw = {k: v for k, v in kw.items() if v is not None}
+    own_keys = keys & own - {"rope_type", "type"}
+    kw = {k: _hf_value(fn, k, params[k]) for k in own_keys if params[k] is not None}
     for k, v in outside.items():
         if v is not None and (k not in kw or k == "original_max_position_embeddings"):
             kw[k] = v
@@ -954,11 +954,13 @@ def apply_rope(
     function serves every length. A static Python int keeps the frequencies host float64
     constants. With a device length, dynamic computes
     :math:`w_i(L) = w_i\,g^{-2i/(d-2)}`, :math:`g = 1 + s (L - L_{\max})/L_{\max}`, on
-    device in float32 (float64 under x64) from the exact :math:`w_i`: exact for
-    :math:`L \le L_{\max}`, otherwise a relative frequency error within
-    :math:`(2 + |\ln g|)\,2^{-24}` (float32), i.e. a phase error within
-    :math:`|p| w_i (2 + |\ln g|)\, 2^{-24}` radians (HF's own float32 error is of the
-    same order); the phases of those frequencies are still exact fixed point.
+    device in float32 (float64 under x64): exact for :math:`L \le L_{\max}` (the host
+    frequencies are selected), otherwise a relative frequency error within
+    :math:`(4 + 2|\ln g|)\,2^{-24}` in float32 (the roundings of :math:`w_i`,
+    :math:`\ln g`, the product, :math:`\exp` and the cycle conversion), i.e. a phase
+    error within :math:`|p| w_i (4 + 2|\ln g|)\, 2^{-24}` radians, of the order of HF's
+    own float32 error (tested); the phases of those frequencies are exact fixed point.
+    Pass a static ``seq_len`` where exact frequencies matter more than one compilation.
 
     The phase :math:`p w_i \bmod 2\pi` is exact fixed-point arithmetic for every int32
     position (also negative), the rotation is done in float32 (float64 for float64
