@@ -209,8 +209,9 @@ def _run_positions(fn, b, start, n, kind, grids, cur, sms, tps, seconds):
     want = grid[0] * (grid[1] // sms) * (grid[2] // sms)
     if n != want:
         raise ValueError(
-            f"{fn}: the {name[:5]} run at row {b}, token {start} (after masking) must have "
-            f"t * (h // {sms}) * (w // {sms}) = {want} tokens for its grid {list(grid)}, got {n}"
+            f"{fn}: `mm_token_type_ids` {name[:5]} run at row {b}, token {start} (after "
+            f"masking) must have t * (h // {sms}) * (w // {sms}) = {want} tokens for its grid "
+            f"{list(grid)} in `{name}`, got {n}"
         )
     interval = 1.0
     if kind == VIDEO and tps is not None:
