@@ -15,6 +15,8 @@ from embeddings_jax._src.lookup import ONE_HOT_MAX_VOCAB_TPU
 from embeddings_jax._src.lookup import OUT_OF_RANGE_POLICIES
 from embeddings_jax._src.lookup import attend
 from embeddings_jax._src.lookup import embed
+from embeddings_jax._src.mrope import mrope_decode_positions
+from embeddings_jax._src.mrope import mrope_positions
 from embeddings_jax._src.policy import checked
 from embeddings_jax._src.positions import positions
 from embeddings_jax._src.positions import positions_from_mask
@@ -22,6 +24,7 @@ from embeddings_jax._src.positions import positions_from_offset
 from embeddings_jax._src.positions import positions_from_segments
 from embeddings_jax._src.rotary import RopeScaling
 from embeddings_jax._src.rotary import apply_rope
+from embeddings_jax._src.rotary import attention_temperature
 from embeddings_jax._src.rotary import rope_frequencies
 from embeddings_jax._src.rotary import rope_scaling_from_hf
 from embeddings_jax._src.sharding import vocab_parallel_attend
@@ -48,6 +51,7 @@ __all__ = (
     "alibi_slopes",
     "apply_rope",
     "attend",
+    "attention_temperature",
     "checked",
     "cpu_kernel_status",
     "embed",
@@ -56,6 +60,8 @@ __all__ = (
     "kernels",
     "layer_norm",
     "load_pretrained",
+    "mrope_decode_positions",
+    "mrope_positions",
     "positions",
     "positions_from_mask",
     "positions_from_offset",

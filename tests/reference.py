@@ -204,6 +204,62 @@ def rope_apply(x, positions, inv_freq, *, layout="half", rotary_dim=None, attent
     return out
 
 
+def rope_proportional(head_dim, base, partial_rotary_factor=1.0, factor=1.0):
+    """HF `_compute_proportional_rope_parameters` (Gemma 4 p-RoPE): the first
+    int(prf * head_dim // 2) frequencies base^(-2i/head_dim) of the full head, then zeros,
+    all divided by factor."""
+    n = head_dim // 2
+    kept = int(partial_rotary_factor * head_dim // 2)
+    inv = [base ** (-2.0 * i / head_dim) if i < kept else 0.0 for i in range(n)]
+    return np.array(inv, np.float64) / factor, 1.0
+
+
+def mrope_axes(section, interleaved=False):
+    """Which of (temporal, height, width) drives each frequency, from HF's
+    `recomposition_frequencies`: Qwen2-VL splits the frequencies into the bands of
+    `section` and band j takes axis j % 3; Qwen3-VL starts from T everywhere and puts H at
+    indices 1, 4, 7, ... below 3 * section[1] and W at 2, 5, 8, ... below 3 * section[2]."""
+    n = sum(section)
+    if not interleaved:
+        out = []
+        for j, size in enumerate(section):
+            out += [j % 3] * size
+        return np.array(out)
+    axes = np.zeros(n, np.int64)
+    axes[1 : 3 * section[1] : 3] = 1
+    axes[2 : 3 * section[2] : 3] = 2
+    return axes
+
+
+def rope_apply_mrope(x, positions3, inv_freq, axes, *, attention_factor=1.0):
+    """Rotate-half RoPE of x[batch, seq, heads, d] where frequency i uses the position of axis
+    axes[i]: positions3[3, batch, seq] (HF M-RoPE), angles in float64."""
+    x = np.asarray(x, np.float64)
+    p = np.asarray(positions3, np.float64)  # [3, batch, seq]
+    ang = np.stack([p[a] * f for a, f in zip(axes, inv_freq, strict=True)], axis=-1)
+    ang = ang[:, :, None, :]  # [batch, seq, 1, n]
+    c, s = np.cos(ang) * attention_factor, np.sin(ang) * attention_factor
+    r = 2 * len(inv_freq)
+    a, b = x[..., : r // 2], x[..., r // 2 : r]
+    out = x.copy()
+    out[..., : r // 2] = a * c - b * s
+    out[..., r // 2 : r] = b * c + a * s
+    return out
+
+
+def attention_temperature(positions, attn_scale, floor_scale):
+    """HF Llama 4 (`Llama4TextAttention`, NoPE layers): 1 + attn_scale * log(1 + floor((p +
+    1) / floor_scale)), with the floor taken exactly (Python integers / fractions)."""
+    import math
+    from fractions import Fraction
+
+    fs = Fraction(floor_scale)
+    out = [
+        1.0 + attn_scale * math.log1p(math.floor((int(p) + 1) / fs)) for p in np.ravel(positions)
+    ]
+    return np.array(out, np.float64).reshape(np.shape(positions))
+
+
 def alibi_slopes(n):
     """Press et al. 2022 section 3: for n a power of 2, the geometric sequence starting at
     2^(-8/n) with ratio 2^(-8/n); otherwise the 2^floor(log2 n) slopes followed by every

@@ -699,6 +699,7 @@ ERRORS = [
                 "short_factor": [1.0] * 3,
                 "long_factor": [1.0] * 3,
                 "original_max_position_embeddings": 10,
+                "factor": 2.0,
             },
         ),
         ValueError,
@@ -754,6 +755,197 @@ ERRORS = [
         ValueError,
         r"RopeScaling: `high_freq_factor` must be > `low_freq_factor` \(4.0\), got "
         r"1.0",
+    ),
+    Err(
+        "hf-linear-factor-below-1",
+        lambda: ej.rope_scaling_from_hf({"rope_type": "linear", "factor": 0.5}),
+        ValueError,
+        r"RopeScaling: `factor` must be >= 1 for rope_type='linear' .*got 0.5",
+    ),
+    Err(
+        "hf-yarn-factor-resolves-below-1",
+        lambda: ej.rope_scaling_from_hf(
+            {"rope_type": "yarn", "factor": None, "original_max_position_embeddings": 64},
+            max_position_embeddings=32,
+        ),
+        ValueError,
+        r"RopeScaling: `factor` \(given, or max_position_embeddings / "
+        r"original_max_position_embeddings\) must be >= 1 for rope_type='yarn', got 0.5",
+    ),
+    Err(
+        "hf-yarn-beta-fast-below-slow",
+        lambda: ej.RopeScaling(
+            "yarn", factor=4.0, original_max_position_embeddings=64, beta_fast=2, beta_slow=8
+        ),
+        ValueError,
+        r"RopeScaling: `beta_fast` must be >= `beta_slow` \(8.0\) .*got 2.0",
+    ),
+    Err(
+        "hf-yarn-beta-negative",
+        lambda: ej.RopeScaling(
+            "yarn", factor=4.0, original_max_position_embeddings=64, beta_fast=-32
+        ),
+        ValueError,
+        r"RopeScaling: `beta_fast` must be >= 0 .*got -32.0",
+    ),
+    Err(
+        "hf-longrope-attention-factor-unknown",
+        lambda: ej.rope_scaling_from_hf(
+            {"rope_type": "longrope", "short_factor": [1.0], "long_factor": [1.0]},
+            original_max_position_embeddings=512,
+        ),
+        ValueError,
+        r"RopeScaling: `factor` \(or `max_position_embeddings`.*must be given for "
+        r"rope_type='longrope'",
+    ),
+    Err(
+        "hf-misspelled-key",
+        lambda: ej.rope_scaling_from_hf({"rope_type": "linear", "factr": 2.0, "factor": 2.0}),
+        ValueError,
+        r"rope_scaling_from_hf: `params` must only have keys .* got unknown key 'factr' "
+        r"\(did you mean 'factor'\?\)",
+    ),
+    Err(
+        "hf-mrope-section-not-ints",
+        lambda: ej.rope_scaling_from_hf({"rope_type": "default", "mrope_section": "abc"}),
+        ValueError,
+        r"rope_scaling_from_hf: `mrope_section` must be a list of numbers, got 'abc'",
+    ),
+    Err(
+        "rope-nested-scaling",
+        lambda: ej.apply_rope(X, POS, scaling={"full_attention": {"rope_type": "default"}}),
+        ValueError,
+        r"apply_rope: `scaling` must be one rope type, got a per-layer-type dict",
+    ),
+    Err(
+        "rope-mrope-section-sum",
+        lambda: ej.apply_rope(X, POS, scaling={"rope_type": "default", "mrope_section": [1, 1, 1]}),
+        ValueError,
+        r"apply_rope: scaling `mrope_section` must sum to rotary_dim // 2 = 2, got \[1, 1, 1\]",
+    ),
+    Err(
+        "rope-mrope-positions-shape",
+        lambda: ej.apply_rope(
+            X,
+            jnp.zeros((3, 1, 4), jnp.int32),
+            scaling={"rope_type": "default", "mrope_section": [1, 1, 0]},
+        ),
+        ValueError,
+        r"apply_rope: `positions` must be \[3, ..., seq\] \(M-RoPE\), \[seq\] or \[..., seq\] "
+        r"with seq=3",
+    ),
+    Err(
+        "rope-seq-len-float",
+        lambda: ej.apply_rope(X, POS, seq_len=jnp.float32(3.0)),
+        TypeError,
+        r"apply_rope: `seq_len` must be an integer array, got dtype float32",
+    ),
+    Err(
+        "rope-seq-len-not-scalar",
+        lambda: ej.apply_rope(X, POS, seq_len=jnp.arange(3)),
+        ValueError,
+        r"apply_rope: `seq_len` must be a scalar, got shape \(3,\)",
+    ),
+    Err(
+        "temperature-floor-scale-zero",
+        lambda: ej.attention_temperature(POS, attn_scale=0.1, floor_scale=0),
+        ValueError,
+        r"attention_temperature: `floor_scale` must be a finite number > 0, got 0.0",
+    ),
+    Err(
+        "temperature-positions-float",
+        lambda: ej.attention_temperature(jnp.arange(3.0), attn_scale=0.1, floor_scale=8192),
+        TypeError,
+        r"attention_temperature: `positions` must be an integer array, got dtype float32",
+    ),
+    Err(
+        "temperature-attn-scale-nan",
+        lambda: ej.attention_temperature(POS, attn_scale=float("nan"), floor_scale=8192),
+        ValueError,
+        r"attention_temperature: `attn_scale` must be a finite number, got nan",
+    ),
+    Err(
+        "mrope-positions-token-type",
+        lambda: ej.mrope_positions(np.array([[0, 3]])),
+        ValueError,
+        r"mrope_positions: `mm_token_type_ids` must hold 0 \(text\), 1 \(image\) or 2 "
+        r"\(video\), got 3",
+    ),
+    Err(
+        "mrope-positions-rank",
+        lambda: ej.mrope_positions(np.zeros(4, np.int32)),
+        ValueError,
+        r"mrope_positions: `mm_token_type_ids` must be 2-D \[batch, seq\], got shape \(4,\)",
+    ),
+    Err(
+        "mrope-positions-traced",
+        lambda: jax.jit(lambda t: ej.mrope_positions(t))(jnp.zeros((1, 4), jnp.int32)),
+        ValueError,
+        r"mrope_positions: `mm_token_type_ids` must be concrete, got a traced value",
+    ),
+    Err(
+        "mrope-positions-float-ids",
+        lambda: ej.mrope_positions(np.zeros((1, 4))),
+        TypeError,
+        r"mrope_positions: `mm_token_type_ids` must be an integer array, got dtype float64",
+    ),
+    Err(
+        "mrope-positions-missing-grid",
+        lambda: ej.mrope_positions(np.array([[0, 1, 1, 1, 1]])),
+        ValueError,
+        r"mrope_positions: `image_grid_thw` must have one grid per image run .*too few "
+        r"\(the run at row 0, token 1 has none\)",
+    ),
+    Err(
+        "mrope-positions-extra-grid",
+        lambda: ej.mrope_positions(np.array([[0, 0]]), video_grid_thw=[[1, 2, 2]]),
+        ValueError,
+        r"mrope_positions: `video_grid_thw` must have one grid per video run .*got 1 more",
+    ),
+    Err(
+        "mrope-positions-run-length",
+        lambda: ej.mrope_positions(np.array([[0, 1, 1, 1]]), image_grid_thw=[[1, 4, 4]]),
+        ValueError,
+        r"mrope_positions: `mm_token_type_ids` image run at row 0, token 1 \(after masking\) "
+        r"must have t \* \(h // 2\) \* \(w // 2\) = 4 tokens for its grid \[1, 4, 4\] in "
+        r"`image_grid_thw`, got 3",
+    ),
+    Err(
+        "mrope-positions-grid-shape",
+        lambda: ej.mrope_positions(np.array([[0, 1]]), image_grid_thw=[[1, 2]]),
+        ValueError,
+        r"mrope_positions: `image_grid_thw` must be \[n, 3\] rows \(t, h, w\) of ints >= 1, "
+        r"got shape \(1, 2\)",
+    ),
+    Err(
+        "mrope-positions-mask-shape",
+        lambda: ej.mrope_positions(
+            np.zeros((1, 4), np.int32), attention_mask=np.ones((1, 3), np.int32)
+        ),
+        ValueError,
+        r"mrope_positions: `attention_mask` must have the shape of mm_token_type_ids \(1, 4\), "
+        r"got \(1, 3\)",
+    ),
+    Err(
+        "mrope-decode-deltas-shape",
+        lambda: ej.mrope_decode_positions(jnp.zeros((2,), jnp.int32), POS),
+        ValueError,
+        r"mrope_decode_positions: `rope_deltas` must be \[batch, 1\], got shape \(2,\)",
+    ),
+    Err(
+        "mrope-decode-positions-batch",
+        lambda: ej.mrope_decode_positions(
+            jnp.zeros((2, 1), jnp.int32), jnp.zeros((3, 4), jnp.int32)
+        ),
+        ValueError,
+        r"mrope_decode_positions: `positions` must be \[seq\] or \[batch, seq\] with batch=2, "
+        r"got shape \(3, 4\)",
+    ),
+    Err(
+        "mrope-decode-positions-float",
+        lambda: ej.mrope_decode_positions(jnp.zeros((1, 1), jnp.int32), jnp.arange(3.0)),
+        TypeError,
+        r"mrope_decode_positions: `positions` must be an integer array, got dtype float32",
     ),
     # --- ALiBi, T5 -----------------------------------------------------------------
     Err(

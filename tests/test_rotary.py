@@ -1,5 +1,6 @@
 """Rotary embeddings: frequencies of every scaling, rotation, exactness, properties, errors."""
 
+import dataclasses
 import math
 
 import jax
@@ -194,7 +195,6 @@ def test_from_hf_legacy_type_and_rope_parameters():
         ({"rope_type": "ntk-by-parts", "factor": 2.0}, {}, "`rope_type` must be one of"),
         ({"factor": 2.0}, {}, "'rope_type'"),
         ({"rope_type": "linear"}, {}, "must have key 'factor'"),
-        ({"rope_type": "linear", "factor": 2.0, "beta_fast": 3}, {}, "unknown key 'beta_fast'"),
         (
             {"rope_type": "yarn", "factor": 2.0, "scale": 1},
             {"max_position_embeddings": 8},
@@ -423,7 +423,15 @@ def test_dot_product_near_int32_max():
             "`base` must equal the scaling's rope_theta",
         ),
         (
-            {"scaling": {"rope_type": "longrope", "short_factor": [1.0], "long_factor": [1.0]}},
+            {
+                "scaling": {
+                    "rope_type": "longrope",
+                    "short_factor": [1.0],
+                    "long_factor": [1.0],
+                    "original_max_position_embeddings": 16,
+                    "factor": 2.0,
+                }
+            },
             (4, 2, 8),
             jnp.arange(4),
             ValueError,
@@ -452,3 +460,316 @@ def test_errors_misc():
         ej.RopeScaling("yarn", factor=2.0)
     with pytest.raises(ValueError, match="`rope_type` must be one of"):
         ej.RopeScaling("ntk")
+
+
+# --- every form transformers 5.x writes (issue 15) ---------------------------------------
+
+
+def test_proportional_is_p_rope_over_the_full_head(key):
+    """Gemma 4: frequencies of the full head, the tail zeroed (not a prefix rotary_dim)."""
+    cfg = {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1e6}
+    inv, af = ej.rope_frequencies(32, scaling=cfg)
+    want, _ = ref.rope_proportional(32, 1e6, 0.25)
+    np.testing.assert_allclose(inv, want, rtol=1e-15)
+    assert af == 1.0 and np.count_nonzero(inv) == 4
+    x = jax.random.normal(key, (5, 2, 32))
+    pos = jnp.arange(5) * 1000
+    y = ej.apply_rope(x, pos, scaling=cfg)
+    np.testing.assert_allclose(np.asarray(y), ref.rope_apply(x, pos, want), atol=3e-6)
+    # The pairs (i, i + 16) with i >= 4 do not rotate; a prefix rotary_dim=8 would differ.
+    untouched = np.r_[4:16, 20:32]
+    np.testing.assert_array_equal(y[..., untouched], x[..., untouched])
+    assert not np.allclose(y, ej.apply_rope(x, pos, base=1e6, rotary_dim=8), atol=1e-3)
+    half = {**cfg, "factor": 2.0}
+    np.testing.assert_allclose(ej.rope_frequencies(32, scaling=half)[0], want / 2, rtol=1e-15)
+
+
+def test_proportional_without_partial_rotary_factor_warns():
+    with pytest.warns(UserWarning, match="partial_rotary_factor is None"):
+        s = ej.rope_scaling_from_hf({"rope_type": "proportional", "rope_theta": 1e4})
+    np.testing.assert_allclose(ej.rope_frequencies(8, scaling=s)[0], ref.rope_inv_freq(8))
+
+
+def test_nested_per_layer_type_dicts():
+    params = {
+        "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
+        "full_attention": {"rope_type": "yarn", "factor": 4.0},
+        "no_rope": None,
+    }
+    out = ej.rope_scaling_from_hf(
+        params, max_position_embeddings=4096, original_max_position_embeddings=1024
+    )
+    assert set(out) == {"sliding_attention", "full_attention", "no_rope"}
+    assert out["no_rope"] is None and out["sliding_attention"].rope_theta == 1e4
+    assert out["full_attention"].original_max_position_embeddings == 1024
+    nested = {"full_attention": {"rope_type": "default"}, "sliding_attention": None}
+    with pytest.raises(
+        ValueError, match=r"`scaling` must be one rope type, .*scaling\['full_attention'\]"
+    ):
+        ej.apply_rope(jnp.ones((2, 1, 8)), jnp.arange(2), scaling=nested)
+
+
+def test_legacy_forms():
+    # Qwen2-VL's "mrope" type is plain RoPE with sections; Phi-3's "su" is longrope.
+    s = ej.rope_scaling_from_hf({"type": "mrope", "mrope_section": [16, 24, 24]})
+    assert s.rope_type == "default" and s.mrope_section == (16, 24, 24)
+    # Top-level rope_theta / partial_rotary_factor as keywords; the dict's own values win.
+    s = ej.rope_scaling_from_hf(
+        {"type": "linear", "factor": 2.0}, rope_theta=5e5, partial_rotary_factor=0.5
+    )
+    assert (s.rope_theta, s.partial_rotary_factor) == (5e5, 0.5)
+    s = ej.rope_scaling_from_hf({"rope_type": "default", "rope_theta": 1e4}, rope_theta=5e5)
+    assert s.rope_theta == 1e4
+    # Keys HF itself skips are accepted silently; original_max from the config wins (Phi-3).
+    s = ej.rope_scaling_from_hf(
+        {
+            "rope_type": "yarn",
+            "factor": 4.0,
+            "original_max_position_embeddings": 99,
+            "llama_4_scaling_beta": 0.1,
+            "max_position_embeddings": 7,
+        },
+        original_max_position_embeddings=1024,
+    )
+    assert s.original_max_position_embeddings == 1024
+
+
+def test_keys_of_other_rope_types_warn_and_are_ignored():
+    with pytest.warns(UserWarning, match=r"Unrecognized keys .*'linear'.*beta_fast"):
+        s = ej.rope_scaling_from_hf({"rope_type": "linear", "factor": 2.0, "beta_fast": 3})
+    assert s == ej.RopeScaling("linear", factor=2.0)
+
+
+@pytest.mark.parametrize(
+    "key, close",
+    [("facter", "factor"), ("beta_fats", "beta_fast"), ("mrope_sections", "mrope_section")],
+)
+def test_misspelled_keys_are_refused_with_the_close_match(key, close):
+    with pytest.raises(ValueError, match=f"unknown key '{key}' \\(did you mean '{close}'\\?\\)"):
+        ej.rope_scaling_from_hf(
+            {"rope_type": "yarn", "factor": 2.0, key: 1}, max_position_embeddings=8
+        )
+
+
+@pytest.mark.parametrize(
+    "params, kw, match",
+    [
+        (
+            {"rope_type": "linear", "factor": 0.5},
+            {},
+            "`factor` must be >= 1 for rope_type='linear'",
+        ),
+        (
+            {"rope_type": "dynamic", "factor": 0.5},
+            {"max_position_embeddings": 8},
+            "`factor` must be >= 1 for rope_type='dynamic'",
+        ),
+        (
+            {"rope_type": "yarn", "factor": None, "original_max_position_embeddings": 4096},
+            {"max_position_embeddings": 2048},
+            r"`factor` \(given, or max_position_embeddings / original_max_position_embeddings\) must be >= 1",
+        ),
+        (
+            {"rope_type": "yarn", "factor": 4.0, "beta_fast": 1, "beta_slow": 2},
+            {"max_position_embeddings": 8},
+            r"`beta_fast` must be >= `beta_slow` \(2.0\) .*got 1.0",
+        ),
+        (
+            {"rope_type": "yarn", "factor": 4.0, "beta_slow": -1},
+            {"max_position_embeddings": 8},
+            "`beta_slow` must be >= 0",
+        ),
+        (
+            {"rope_type": "yarn", "factor": 4.0, "mscale": -20, "mscale_all_dim": 1},
+            {"max_position_embeddings": 8},
+            "attention factor from `mscale`/`mscale_all_dim` must be finite and > 0",
+        ),
+        (
+            {"rope_type": "longrope", "short_factor": [1.0], "long_factor": [1.0]},
+            {"original_max_position_embeddings": 4096},
+            r"`factor` \(or `max_position_embeddings`.*must be given for rope_type='longrope'",
+        ),
+        (
+            {"rope_type": "longrope", "short_factor": [1.0], "long_factor": [1.0]},
+            {"max_position_embeddings": 4096},
+            "`params` must have key 'original_max_position_embeddings' or the",
+        ),
+        ({"rope_type": "linear", "factor": None}, {}, "`factor` must not be None"),
+        (
+            {"rope_type": "default", "mrope_section": [1.5, 2]},
+            {},
+            "`mrope_section` must be a list of ints",
+        ),
+        (
+            {"rope_type": "default", "mrope_section": [1, 2], "mrope_interleaved": True},
+            {},
+            "`mrope_section` must have 3 sizes with mrope_interleaved=True",
+        ),
+    ],
+)
+def test_invalid_configs_raise_naming_the_key(params, kw, match):
+    with pytest.raises(ValueError, match=match):
+        ej.rope_scaling_from_hf(params, **kw)
+
+
+def test_hf_warn_only_inconsistencies_warn():
+    with pytest.warns(
+        UserWarning, match=r"implicit factor = .* = 2.0\). Using the explicit factor \(4.0\)"
+    ):
+        ej.rope_scaling_from_hf(
+            {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 1024},
+            max_position_embeddings=2048,
+        )
+    with pytest.warns(
+        UserWarning, match="original_max_position_embeddings field must be less than"
+    ):
+        ej.RopeScaling(
+            "llama3",
+            factor=8.0,
+            low_freq_factor=1.0,
+            high_freq_factor=4.0,
+            original_max_position_embeddings=8192,
+            max_position_embeddings=8192,
+        )
+
+
+def test_longrope_attention_factor_is_never_defaulted():
+    """Phi-3-like: factor = max_position_embeddings / original (4096 / 512 = 8) -> 1.1547."""
+    s = ej.rope_scaling_from_hf(
+        {"type": "longrope", "short_factor": [1.0] * 4, "long_factor": [2.0] * 4},
+        max_position_embeddings=4096,
+        original_max_position_embeddings=512,
+    )
+    assert ej.rope_frequencies(8, scaling=s)[1] == pytest.approx(2 / math.sqrt(3), rel=1e-15)
+    given = dataclasses.replace(s, attention_factor=1.3)
+    assert ej.rope_frequencies(8, scaling=given)[1] == 1.3
+
+
+# --- sequence length per call (dynamic, longrope) ----------------------------------------
+
+LONGROPE = {
+    "rope_type": "longrope",
+    "short_factor": SHORT[:4],
+    "long_factor": LONG[:4],
+    "original_max_position_embeddings": 128,
+    "factor": 8.0,
+}
+
+
+@pytest.mark.parametrize("last", [100, 127, 128, 5000])
+def test_longrope_seq_len_none_follows_hf(key, last):
+    """The long factors once max(positions) + 1 > original_max_position_embeddings."""
+    x = jax.random.normal(key, (2, 3, 1, 8))
+    pos = jnp.array([[0, 1, 2], [last - 2, last - 1, last]])
+    y = jax.jit(lambda x, p: ej.apply_rope(x, p, scaling=LONGROPE))(x, pos)
+    static = ej.apply_rope(x, pos, scaling=LONGROPE, seq_len=last + 1)
+    np.testing.assert_allclose(y, static, rtol=0, atol=1e-6)  # jit vs eager rounding only
+    inv, af = ref.rope_longrope(8, 1e4, SHORT[:4], LONG[:4], 128, factor=8.0, seq_len=last + 1)
+    np.testing.assert_allclose(
+        np.asarray(y), ref.rope_apply(x, pos, inv, attention_factor=af), atol=3e-6
+    )
+
+
+@pytest.mark.parametrize("name", ["longrope", "dynamic"])
+def test_traced_seq_len_one_compilation(key, name):
+    s = (
+        LONGROPE
+        if name == "longrope"
+        else ej.RopeScaling("dynamic", factor=2.0, max_position_embeddings=64)
+    )
+    x = jax.random.normal(key, (4, 1, 8))
+    f = jax.jit(lambda x, p, n: ej.apply_rope(x, p, scaling=s, seq_len=n))
+    for n in [10, 64, 65, 129, 1000]:
+        pos = jnp.arange(4) + n - 4
+        y = f(x, pos, n)
+        want = ej.apply_rope(x, pos, scaling=s, seq_len=n)  # static: host float64
+        # dynamic on device: the documented bound |p| w (4 + 2 ln g) 2^-24 per phase.
+        g = max(1.0, 1 + 2.0 * (n - 64) / 64)
+        tol = 2 * n * (4 + 2 * math.log(g)) * 2.0**-24 + 1e-6 if name == "dynamic" else 1e-6
+        np.testing.assert_allclose(y, want, rtol=0, atol=tol)
+        np.testing.assert_allclose(y, ej.apply_rope(x, pos, scaling=s), rtol=0, atol=1e-6)
+    assert f._cache_size() == 1
+
+
+# --- M-RoPE (issue 16) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_mrope_matches_reference(maybe_jit, key, interleaved):
+    section = [2, 3, 3]
+    s = {"rope_type": "default", "mrope_section": section, "mrope_interleaved": interleaved}
+    x = jax.random.normal(key, (2, 5, 3, 16))
+    pos = jax.random.randint(jax.random.key(1), (3, 2, 5), 0, 100_000)
+    y = maybe_jit(lambda x, p: ej.apply_rope(x, p, scaling=s))(x, pos)
+    axes = ref.mrope_axes(section, interleaved)
+    want = ref.rope_apply_mrope(x, pos, ref.rope_inv_freq(16), axes)
+    np.testing.assert_allclose(np.asarray(y), want, rtol=0, atol=5e-6)
+    # Equal positions on the three axes (text) are plain RoPE, as are [batch, seq] positions.
+    text = jnp.broadcast_to(pos[0], (3, 2, 5))
+    np.testing.assert_array_equal(ej.apply_rope(x, text, scaling=s), ej.apply_rope(x, pos[0]))
+    np.testing.assert_array_equal(ej.apply_rope(x, pos[0], scaling=s), ej.apply_rope(x, pos[0]))
+
+
+def test_mrope_axis_assignment():
+    """Qwen2-VL [16, 24, 24]: bands; Qwen3-VL [24, 20, 20]: THW interleaved, T at the end."""
+    qwen2 = ref.mrope_axes([16, 24, 24])
+    assert qwen2.tolist() == [0] * 16 + [1] * 24 + [2] * 24
+    qwen3 = ref.mrope_axes([24, 20, 20], interleaved=True)
+    assert qwen3[:6].tolist() == [0, 1, 2, 0, 1, 2] and qwen3[60:].tolist() == [0, 0, 0, 0]
+    assert np.bincount(qwen3).tolist() == [24, 20, 20]
+
+
+def test_mrope_errors():
+    s = {"rope_type": "default", "mrope_section": [1, 1, 1]}
+    with pytest.raises(
+        ValueError, match=r"`mrope_section` must sum to rotary_dim // 2 = 4, got \[1, 1, 1\]"
+    ):
+        ej.apply_rope(jnp.ones((3, 1, 8)), jnp.arange(3), scaling=s)
+    with pytest.raises(ValueError, match=r"`positions` must be \[3, ..., seq\] \(M-RoPE\)"):
+        ej.apply_rope(jnp.ones((3, 1, 6)), jnp.zeros((2, 3), jnp.int32), scaling=s)
+
+
+def test_mrope_positions_by_hand():
+    """Text, a 2x2 image (grid 1x4x4, merge 2), text, a 2-frame 2x2 video, text."""
+    types = np.array([[0, 0, 1, 1, 1, 1, 0, 2, 2, 2, 2, 2, 2, 2, 2, 0]])
+    pos, deltas = ej.mrope_positions(types, image_grid_thw=[[1, 4, 4]], video_grid_thw=[[2, 4, 4]])
+    t = [0, 1, 2, 2, 2, 2, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7]
+    h = [0, 1, 2, 2, 3, 3, 4, 5, 5, 6, 6, 5, 5, 6, 6, 7]
+    w = [0, 1, 2, 3, 2, 3, 4, 5, 6, 5, 6, 5, 6, 5, 6, 7]
+    np.testing.assert_array_equal(np.asarray(pos[:, 0]), [t, h, w])
+    assert np.asarray(deltas).tolist() == [[7 + 1 - 16]]
+    # Qwen2.5-VL: 2 tokens per second, 2.5 s per temporal patch -> temporal step 5.
+    pos25, _ = ej.mrope_positions(
+        types,
+        image_grid_thw=[[1, 4, 4]],
+        video_grid_thw=[[2, 4, 4]],
+        tokens_per_second=2,
+        second_per_grid_ts=[2.5],
+    )
+    assert np.asarray(pos25)[0, 0, 7:15].tolist() == [5] * 4 + [10] * 4
+    # Left padding: padded tokens get 0, the rest as if unpadded.
+    padded = np.concatenate([np.zeros((1, 2), np.int64), types], axis=1)
+    mask = np.concatenate([np.zeros((1, 2)), np.ones((1, 16))], axis=1).astype(np.int32)
+    pos_p, deltas_p = ej.mrope_positions(
+        padded, image_grid_thw=[[1, 4, 4]], video_grid_thw=[[2, 4, 4]], attention_mask=mask
+    )
+    np.testing.assert_array_equal(np.asarray(pos_p[:, 0, 2:]), np.asarray(pos[:, 0]))
+    np.testing.assert_array_equal(np.asarray(pos_p[:, 0, :2]), 0)
+    np.testing.assert_array_equal(deltas_p, deltas)
+    # Decode: every axis continues from the prompt's max + 1.
+    nxt = ej.mrope_decode_positions(deltas, jnp.array([16, 17]))
+    np.testing.assert_array_equal(np.asarray(nxt)[:, 0], [[8, 9]] * 3)
+
+
+def test_attention_temperature_matches_reference():
+    pos = np.array([0, 1, 3, 4, 7, 8190, 8191, 100_000, 2**31 - 1])
+    for fs in [4, 8192, 2.5]:
+        got = ej.attention_temperature(jnp.asarray(pos, jnp.int32), attn_scale=0.1, floor_scale=fs)
+        np.testing.assert_allclose(
+            np.asarray(got), ref.attention_temperature(pos, 0.1, fs), rtol=2e-7
+        )
+    assert ej.attention_temperature(jnp.arange(3), attn_scale=0.1, floor_scale=8192).tolist() == [
+        1,
+        1,
+        1,
+    ]

@@ -34,7 +34,7 @@ from embeddings_jax._src.bias import (
 )
 from embeddings_jax._src.compose import embed_and_add
 from embeddings_jax._src.lookup import METHODS, attend, lookup_rows, resolve_method
-from embeddings_jax._src.rotary import RopeScaling, apply_rope, resolve_scaling
+from embeddings_jax._src.rotary import RopeScaling, apply_rope, resolve_scaling, temper_queries
 from embeddings_jax._src.sinusoidal import SinusoidalConvention, get_convention, sinusoidal
 from embeddings_jax._src.typing import Array, Dtype, Float, Initializer, Int
 
@@ -743,7 +743,12 @@ class RotaryEmbedding(ModuleSpec):
         ``partial_rotary_factor``).
       scaling: ``None``, a :class:`embeddings_jax.RopeScaling` or a HF rope dict
         (parsed once, when the module is built).
-      seq_len: static length for ``dynamic``/``longrope`` scaling.
+      seq_len: length for ``dynamic``/``longrope`` scaling; ``None``:
+        ``max(positions) + 1`` per call, as Hugging Face does.
+      nope: a layer without RoPE (Llama 4's NoPE layers): ``x`` is not rotated.
+      attn_scale: Llama 4 attention temperature tuning: with ``query=True`` the output
+        is scaled by :func:`embeddings_jax.attention_temperature` (``None``: off).
+      floor_scale: the temperature's ``floor_scale`` (Llama 4: 8192).
 
     Example (linen):
       >>> import jax.numpy as jnp
@@ -767,6 +772,9 @@ class RotaryEmbedding(ModuleSpec):
     rotary_dim: int | None = None
     scaling: RopeScaling | Mapping | None = None
     seq_len: int | None = None
+    nope: bool = False
+    attn_scale: float | None = None
+    floor_scale: float = 8192.0
 
     def __post_init__(self):
         fn = _name(self)
@@ -777,6 +785,11 @@ class RotaryEmbedding(ModuleSpec):
             checks.static_int(fn, "rotary_dim", self.rotary_dim, minimum=2)
         if self.seq_len is not None:
             checks.static_int(fn, "seq_len", self.seq_len, minimum=0)
+        if not isinstance(self.nope, (bool, np.bool_)):
+            raise TypeError(f"{fn}: `nope` must be a bool, got {self.nope!r}")
+        if self.attn_scale is not None:
+            checks.static_float(fn, "attn_scale", self.attn_scale)
+        checks.static_float(fn, "floor_scale", self.floor_scale, positive=True)
         object.__setattr__(self, "scaling", resolve_scaling(fn, self.scaling))
 
     def __call__(
@@ -784,18 +797,26 @@ class RotaryEmbedding(ModuleSpec):
         frame: Frame,
         x: Float[Array, "*batch seq heads head_dim"],
         positions: Int[Array, "*batch seq"],
+        *,
+        query: bool = False,
     ) -> Float[Array, "*batch seq heads head_dim"]:
-        """Rotated ``x`` (same shape and dtype)."""
+        """Rotated ``x`` (same shape and dtype); ``query=True`` also applies the
+        attention temperature when ``attn_scale`` is set."""
         del frame
-        return apply_rope(
-            x,
-            positions,
-            base=self.base,
-            layout=self.layout,
-            rotary_dim=self.rotary_dim,
-            scaling=self.scaling,
-            seq_len=self.seq_len,
-        )
+        y = x
+        if not self.nope:
+            y = apply_rope(
+                x,
+                positions,
+                base=self.base,
+                layout=self.layout,
+                rotary_dim=self.rotary_dim,
+                scaling=self.scaling,
+                seq_len=self.seq_len,
+            )
+        if query and self.attn_scale is not None:
+            y = temper_queries(y, positions, attn_scale=self.attn_scale, floor_scale=self.floor_scale)
+        return y
 
 
 @dataclasses.dataclass(frozen=True)
