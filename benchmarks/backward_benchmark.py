@@ -6,7 +6,7 @@ Same as `embeddings-jax bench --groups backward`; results go to benchmarks/resul
 
 import sys
 
-from embeddings_jax import cli
+from embeddings_jax.tools import cli
 
 if __name__ == "__main__":
     sys.exit(cli.main(["bench", "--groups", "backward", "--tag", "backward", *sys.argv[1:]]))

@@ -6,7 +6,7 @@ Same as `embeddings-jax bench --groups forward`; results go to benchmarks/result
 
 import sys
 
-from embeddings_jax import cli
+from embeddings_jax.tools import cli
 
 if __name__ == "__main__":
     sys.exit(cli.main(["bench", "--groups", "forward", "--tag", "forward", *sys.argv[1:]]))

@@ -6,7 +6,7 @@ Same as `embeddings-jax bench --groups train`; results go to benchmarks/results/
 
 import sys
 
-from embeddings_jax import cli
+from embeddings_jax.tools import cli
 
 if __name__ == "__main__":
     sys.exit(cli.main(["bench", "--groups", "train", "--tag", "train", *sys.argv[1:]]))

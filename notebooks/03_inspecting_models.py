@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -15,7 +17,7 @@
 # # 03 · Inspecting a model: token vs position, layer by layer
 #
 # How much of each layer's representation is *which token* and how much is *where it
-# is*? `embeddings_jax.inspect` answers with two scores per layer, from hidden states
+# is*? `embeddings_jax.tools.inspect` answers with two scores per layer, from hidden states
 # captured out of any Flax model:
 #
 # * **variance share** (ANOVA $\eta^2$, bias-corrected $\varepsilon^2$ by default):
@@ -38,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from IPython.display import display
 
-from embeddings_jax import demo, inspect
+from embeddings_jax.tools import demo, inspect
 
 SMALL = os.environ.get("EJ_NOTEBOOK_SMALL", "0") == "1"
 STEPS = 40 if SMALL else 300

@@ -7,7 +7,7 @@ import pytest
 
 import embeddings_jax as ej
 import embeddings_jax.linen as ejl
-from embeddings_jax.examples.attention import KVCache, MultiHeadAttention, dot_product_attention
+from embeddings_jax.tools.models import KVCache, MultiHeadAttention, dot_product_attention
 
 HEADS, HEAD_DIM, FEATURES = 2, 8, 16
 

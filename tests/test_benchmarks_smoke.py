@@ -7,8 +7,7 @@ import json
 
 import pytest
 
-from embeddings_jax import cli
-from embeddings_jax._src import bench, bench_report
+from embeddings_jax.tools import bench, cli, report
 
 
 @pytest.mark.parametrize("group", sorted(bench.GROUPS))
@@ -29,7 +28,7 @@ def test_acceptance_reads_ratios():
         {"group": "backward", "size": "S", "case": "embed_and_add", "median_ms": 1.0},
         {"group": "backward", "size": "S", "case": "naive", "median_ms": 2.5},
     ]
-    got = {name: (v, ok) for name, v, _, ok in bench_report.acceptance(rows, None)}
+    got = {name: (v, ok) for name, v, _, ok in report.acceptance(rows, None)}
     assert got["S forward embed_and_add / copy"] == pytest.approx((1.1, True))
     assert got["S fwd+bwd speed-up vs naive jax.vjp"] == pytest.approx((2.5, False))
 

@@ -5,7 +5,7 @@ import types
 
 import pytest
 
-from embeddings_jax import cli
+from embeddings_jax.tools import cli
 
 
 def test_help_lists_subcommands(capsys):

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from embeddings_jax.experiments import extrapolation as ex
+from embeddings_jax.tools import extrapolation as ex
 
 TINY = dict(vocab=8, max_len=16, features=16, heads=2, layers=1, mlp=32)
 

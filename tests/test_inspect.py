@@ -1,4 +1,4 @@
-"""Tests for embeddings_jax.inspect: variance shares, probes, intermediates, report."""
+"""Tests for embeddings_jax.tools.inspect: variance shares, probes, intermediates, report."""
 
 import functools
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import embeddings_jax as ej
-from embeddings_jax import demo, inspect
+from embeddings_jax.tools import demo, inspect
 
 
 def ref_eta_squared(h, g, adjusted=False):

@@ -122,7 +122,7 @@ def variance_explained(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from embeddings_jax import inspect
+      >>> from embeddings_jax.tools import inspect
       >>> h = jnp.array([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [-1.0, 0.0]])
       >>> inspect.variance_explained(h, jnp.array([0, 0, 1, 1]))
       Array(1., dtype=float32)
@@ -201,7 +201,7 @@ def probe_accuracy(
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from embeddings_jax import inspect
+      >>> from embeddings_jax.tools import inspect
       >>> labels = jnp.arange(40) % 4
       >>> h = jax.nn.one_hot(labels, 4) + 0.01 * jax.random.normal(jax.random.key(1), (40, 4))
       >>> inspect.probe_accuracy(h, labels)
@@ -271,7 +271,7 @@ def hidden_states_from_intermediates(
 
     Example:
       >>> import jax, jax.numpy as jnp, flax.linen as nn
-      >>> from embeddings_jax import inspect
+      >>> from embeddings_jax.tools import inspect
       >>> class M(nn.Module):
       ...     @nn.compact
       ...     def __call__(self, x):
@@ -453,7 +453,7 @@ def token_position_scores(
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from embeddings_jax import inspect
+      >>> from embeddings_jax.tools import inspect
       >>> b, t = jnp.meshgrid(jnp.arange(5), jnp.arange(5), indexing="ij")
       >>> ids = (b + t) % 5  # every token once at every position: a balanced design
       >>> tok = jax.random.normal(jax.random.key(1), (5, 16))

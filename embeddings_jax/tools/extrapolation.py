@@ -61,7 +61,7 @@ parameters, optimiser state and data keys carry a leading ``seed`` axis).
 
 Example:
   >>> import jax
-  >>> from embeddings_jax.experiments import extrapolation as ex
+  >>> from embeddings_jax.tools import extrapolation as ex
   >>> tokens, targets, weights = ex.delayed_copy_batch(
   ...     jax.random.key(0), batch=1, length=6, vocab=5, lag=2)
   >>> bool((targets[0, 3:] == tokens[0, 1:4]).all()), weights[0].tolist()
@@ -100,8 +100,8 @@ import optax
 
 import embeddings_jax.linen as ejnn
 from embeddings_jax._src import checks
-from embeddings_jax._src.bench import device_name
 from embeddings_jax._src.typing import Array, Float, Int, PRNGKey
+from embeddings_jax.tools.bench import device_name
 
 __all__ = [
     "BOS",
@@ -248,7 +248,7 @@ def delayed_copy_batch(
 
     Example:
       >>> import jax
-      >>> from embeddings_jax.experiments.extrapolation import delayed_copy_batch
+      >>> from embeddings_jax.tools.extrapolation import delayed_copy_batch
       >>> x, y, w = delayed_copy_batch(jax.random.key(0), batch=2, length=8, vocab=6, lag=3)
       >>> x.shape, int(x[0, 0]), bool((y[:, 4:] == x[:, 1:5]).all()), float(w.sum())
       ((2, 8), 0, True, 8.0)
@@ -327,7 +327,7 @@ class TinyDecoder(nn.Module):
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from embeddings_jax.experiments.extrapolation import TinyDecoder
+      >>> from embeddings_jax.tools.extrapolation import TinyDecoder
       >>> model = TinyDecoder("alibi", vocab=8, max_len=16, features=16, heads=2, layers=1, mlp=32)
       >>> ids = jnp.zeros((2, 16), jnp.int32)
       >>> params = model.init(jax.random.key(0), ids)

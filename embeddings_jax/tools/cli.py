@@ -12,9 +12,9 @@ import sys
 # Subcommands implemented in other modules: (module, help). Each module provides
 # ``add_arguments(parser)`` and ``main(args) -> int | None``.
 _LAZY = {
-    "plot": ("embeddings_jax.plotting", "plot position encodings and their properties"),
+    "plot": ("embeddings_jax.tools.plot", "plot position encodings and their properties"),
     "extrapolate": (
-        "embeddings_jax.experiments.extrapolation",
+        "embeddings_jax.tools.extrapolation",
         "run the length-extrapolation experiment",
     ),
 }
@@ -49,9 +49,9 @@ def _add_bench_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _bench_main(args: argparse.Namespace) -> int:
-    from embeddings_jax._src import bench_report
+    from embeddings_jax.tools import report
 
-    return bench_report.main(args)
+    return report.main(args)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -77,7 +77,7 @@ def dot_product_attention(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from embeddings_jax.examples.attention import dot_product_attention
+      >>> from embeddings_jax.tools.models import dot_product_attention
       >>> x = jnp.ones((1, 3, 2, 4))
       >>> dot_product_attention(x, x, x).shape
       (1, 3, 2, 4)
@@ -118,7 +118,7 @@ class MultiHeadAttention(nn.Module):
     Example:
       >>> import jax, jax.numpy as jnp
       >>> from embeddings_jax.linen import ALiBi
-      >>> from embeddings_jax.examples.attention import KVCache, MultiHeadAttention
+      >>> from embeddings_jax.tools.models import KVCache, MultiHeadAttention
       >>> mha = MultiHeadAttention(num_heads=2, head_dim=4, relative=ALiBi(num_heads=2))
       >>> x, pos = jnp.ones((1, 3, 8)), jnp.arange(3)[None]
       >>> params = mha.init(jax.random.key(0), x, pos)

@@ -47,7 +47,7 @@ class TinyTransformer(nn.Module):
     sinusoid, or no position term); logits are tied (``TokenEmbed.attend``). The states
     after the input layer and after every block are stored with
     ``self.sow("intermediates", ...)`` under ``"embeddings"``, ``"layer_1"``, ... so that
-    :func:`embeddings_jax.inspect.hidden_states_from_intermediates` can read them. The
+    :func:`embeddings_jax.tools.inspect.hidden_states_from_intermediates` can read them. The
     learned position table is ``params["embed"]["position_embed"]["embedding"]``.
 
     Attributes:

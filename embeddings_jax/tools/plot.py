@@ -137,11 +137,11 @@ def position_similarity_figure(length: int = 128, dim: int = 64):
 
 
 def train_demo_model(*, steps: int = 300, max_len: int = 32, seed: int = 0):
-    """Train :class:`embeddings_jax.demo.TinyTransformer` (learned positions) on the copy task.
+    """Train :class:`~embeddings_jax.tools.demo.TinyTransformer` (learned positions) to copy.
 
     Returns ``(model, params, losses)``.
     """
-    from embeddings_jax import demo
+    from embeddings_jax.tools import demo
 
     model = demo.TinyTransformer(position="learned", max_len=max_len)
     params, losses = demo.train_copy_task(model, steps=steps, seed=seed)
@@ -220,7 +220,7 @@ def inspect_figure(model, params, *, batch: int = 64, seed: int = 1, lag: int = 
     """Token vs position share per layer of a trained demo model (and of the lagged token)."""
     import jax
 
-    from embeddings_jax import demo, inspect
+    from embeddings_jax.tools import demo, inspect
 
     ids, _, _ = demo.copy_task_batch(
         jax.random.key(seed), batch, model.max_len, model.vocab_size, lag
