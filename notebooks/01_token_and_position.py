@@ -128,11 +128,11 @@ print(jax.tree.map(jnp.shape, nn.unbox(variables["params"])))
 # %% [markdown]
 # ## 5. Learned vs fixed positions
 # A learned table starts as noise; what it becomes depends on the task. We train the
-# tiny transformer of `embeddings_jax.tools.demo` to copy the token two steps back (a task
+# tiny transformer of `embeddings_jax.tools.models` to copy the token two steps back (a task
 # that needs position) and compare its table with the sinusoid.
 
 # %%
-model, params, losses = plotting.train_demo_model(steps=TRAIN_STEPS, max_len=16 if SMALL else 32)
+model, params, losses = plotting.train_tiny_model(steps=TRAIN_STEPS, max_len=16 if SMALL else 32)
 print(f"loss: first {losses[0]:.3f}  last {losses[-1]:.3f}")
 fig = plotting.learned_vs_sinusoid_figure(params, losses)
 display(fig)

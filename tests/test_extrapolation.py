@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from embeddings_jax.tools import extrapolation as ex
+from embeddings_jax.tools.models import T5_NUM_BUCKETS
 
 TINY = dict(vocab=8, max_len=16, features=16, heads=2, layers=1, mlp=32)
 
@@ -78,7 +79,7 @@ def test_config_errors():
 
 
 def _init(method, length=16, **kw):
-    model = ex.TinyDecoder(method, **{**TINY, **kw})
+    model = ex.study_model(method, **{**TINY, **kw})
     return model, model.init(jax.random.key(0), jnp.zeros((1, length), jnp.int32))["params"]
 
 
@@ -88,7 +89,7 @@ def test_parameter_budget_differs_only_by_the_position_parameters():
     for m in ("sinusoidal", "rope", "rope_pi", "alibi"):
         assert counts[m] == base, m
     assert counts["learned"] == base + TINY["max_len"] * TINY["features"]
-    assert counts["t5"] == base + ex.T5_NUM_BUCKETS * TINY["heads"]
+    assert counts["t5"] == base + T5_NUM_BUCKETS * TINY["heads"]
 
 
 @pytest.mark.parametrize("method", ex.METHODS)
@@ -123,9 +124,9 @@ def test_learned_positions_past_max_len_read_the_last_row():
 def test_rope_pi_at_the_training_length_is_rope():
     _, params = _init("rope")
     ids = jnp.arange(16, dtype=jnp.int32)[None, :] % TINY["vocab"]
-    rope = ex.TinyDecoder("rope", **TINY).apply({"params": params}, ids)
-    pi1 = ex.TinyDecoder("rope_pi", **TINY, rope_factor=1.0).apply({"params": params}, ids)
-    pi2 = ex.TinyDecoder("rope_pi", **TINY, rope_factor=2.0).apply({"params": params}, ids)
+    rope = ex.study_model("rope", **TINY).apply({"params": params}, ids)
+    pi1 = ex.study_model("rope_pi", **TINY, rope_factor=1.0).apply({"params": params}, ids)
+    pi2 = ex.study_model("rope_pi", **TINY, rope_factor=2.0).apply({"params": params}, ids)
     np.testing.assert_array_equal(rope, pi1)
     assert not np.allclose(rope, pi2)
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import platform
-import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -23,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from embeddings_jax._src.compose import embed_and_add
-from embeddings_jax._src.sinusoidal import sinusoidal_table
+from embeddings_jax import embed_and_add, sinusoidal_table
+from embeddings_jax.tools._io import device_name
 
 __all__ = [
     "SIZES",
@@ -75,26 +73,6 @@ class Case:
     name: str
     call: Callable[[], Any]
     kind: str = "jax"  # "jax", "torch" or "baseline" (for display only)
-
-
-def device_name() -> str:
-    """``cpu-<model>`` from /proc/cpuinfo, or ``<platform>-<device kind>``, slugified."""
-    dev = jax.devices()[0]
-    if dev.platform == "cpu":
-        model = platform.processor() or "unknown"
-        try:
-            with open("/proc/cpuinfo") as f:
-                for line in f:
-                    if line.startswith("model name"):
-                        model = line.split(":", 1)[1]
-                        break
-        except OSError:
-            pass
-        text = "cpu-" + model
-    else:
-        text = f"{dev.platform}-{dev.device_kind}"
-    text = re.sub(r"\((r|tm|R|TM)\)", "", text)
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 def allocator() -> str:

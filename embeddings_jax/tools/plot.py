@@ -34,7 +34,7 @@ __all__ = [
     "position_similarity_figure",
     "rope_figure",
     "sinusoid_tables_figure",
-    "train_demo_model",
+    "train_tiny_model",
 ]
 
 FIGURES = (
@@ -136,15 +136,17 @@ def position_similarity_figure(length: int = 128, dim: int = 64):
     return fig
 
 
-def train_demo_model(*, steps: int = 300, max_len: int = 32, seed: int = 0):
-    """Train :class:`~embeddings_jax.tools.demo.TinyTransformer` (learned positions) to copy.
+def train_tiny_model(*, steps: int = 300, max_len: int = 32, seed: int = 0):
+    """Train :class:`~embeddings_jax.tools.models.TinyTransformer` (learned positions).
+
+    The task is :func:`~embeddings_jax.tools.models.delayed_copy_batch` with ``lag=2``.
 
     Returns ``(model, params, losses)``.
     """
-    from embeddings_jax.tools import demo
+    from embeddings_jax.tools import models
 
-    model = demo.TinyTransformer(position="learned", max_len=max_len)
-    params, losses = demo.train_copy_task(model, steps=steps, seed=seed)
+    model = models.TinyTransformer(position="learned", max_len=max_len)
+    params, losses = models.train_copy_task(model, steps=steps, seed=seed)
     return model, params, losses
 
 
@@ -157,7 +159,7 @@ def _cosine(t):
 
 
 def learned_vs_sinusoid_figure(params, losses, *, lag: int = 2):
-    """The learned position table of a trained demo model next to the sinusoid.
+    """The learned position table of a trained tiny model next to the sinusoid.
 
     Top: the tables. Bottom: cosine similarity between (mean-centred) rows.
     """
@@ -217,13 +219,13 @@ def learned_vs_sinusoid_figure(params, losses, *, lag: int = 2):
 
 
 def inspect_figure(model, params, *, batch: int = 64, seed: int = 1, lag: int = 2):
-    """Token vs position share per layer of a trained demo model (and of the lagged token)."""
+    """Token vs position share per layer of a trained tiny model (and of the lagged token)."""
     import jax
 
-    from embeddings_jax.tools import demo, inspect
+    from embeddings_jax.tools import inspect, models
 
-    ids, _, _ = demo.copy_task_batch(
-        jax.random.key(seed), batch, model.max_len, model.vocab_size, lag
+    ids, _, _ = models.delayed_copy_batch(
+        jax.random.key(seed), batch=batch, length=model.max_len, vocab=model.vocab_size, lag=lag
     )
     _, state = model.apply({"params": params}, ids, mutable=["intermediates"])
     states = inspect.hidden_states_from_intermediates(state, shape=ids.shape)
@@ -379,7 +381,7 @@ def main(args: argparse.Namespace) -> int:
 
     def trained_model():
         if not trained:
-            trained["v"] = train_demo_model(steps=steps, max_len=16 if small else 32)
+            trained["v"] = train_tiny_model(steps=steps, max_len=16 if small else 32)
         return trained["v"]
 
     def learned():

@@ -12,8 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from embeddings_jax._src.compose import embed_and_add
-from embeddings_jax._src.cpu_kernel import cpu_kernel_status
+from embeddings_jax import cpu_kernel_status, embed_and_add
 from embeddings_jax.tools import bench
 
 BASELINES = ("naive", "flax_embed_x2", "torch_embedding", "one_hot")
