@@ -176,3 +176,44 @@ def test_summary_statistics():
     ]
     assert ex.summarize(rows) == {("a", 8): pytest.approx((0.5, 0.2, 0.8))}
     assert "| a | 1 | 0.500 (0.200–0.800) |" in ex.markdown_table(rows)
+
+
+def _fake_run(cfg, *, show_progress, log, on_rows):
+    rows = []
+    for m in cfg.methods:
+        new = [
+            dict(method=m, seed=s, train_len=cfg.train_len, eval_len=n, accuracy=0.5, loss=1.0,
+                 accuracy_beyond_train=0.5, chance=0.1, params=10, steps=cfg.steps,
+                 train_seconds=0.0)
+            for n in cfg.eval_lens
+            for s in cfg.seeds
+        ]  # fmt: skip
+        on_rows(new)
+        rows += new
+        if m == "learned":
+            raise RuntimeError("crash late")
+    return rows
+
+
+def _main(*argv):
+    return ex.main(ex.add_arguments(argparse.ArgumentParser()).parse_args(list(argv)))
+
+
+def test_main_appends_each_methods_rows_as_it_finishes(tmp_path, monkeypatch):
+    monkeypatch.setattr(ex, "run", _fake_run)
+    with pytest.raises(RuntimeError, match="crash late"):
+        _main("--quick", "--methods", "none,learned,rope", "--out", str(tmp_path))
+    with open(tmp_path / "extrapolation.csv") as f:
+        assert {r["method"] for r in csv.DictReader(f)} == {"none", "learned"}
+
+
+def test_main_never_overwrites_results(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ex, "run", _fake_run)
+    (tmp_path / "extrapolation.md").write_text("the committed report")
+    assert _main("--quick", "--methods", "none,t5", "--out", str(tmp_path)) == 0
+    assert (tmp_path / "extrapolation.md").read_text() == "the committed report"
+    assert not (tmp_path / "extrapolation.csv").exists()
+    out = capsys.readouterr().out
+    assert "smoke run (--quick)" in out
+    (md,) = [p for p in tmp_path.glob("extrapolation-*.md")]
+    assert f"{md.with_suffix('.csv')}, {md.with_suffix('.png')}, {md}" in out

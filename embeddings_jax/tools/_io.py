@@ -49,10 +49,11 @@ def output_dir(text: str) -> str:
     return path
 
 
-def default_out(kind: str) -> str:
-    """``$XDG_CACHE_HOME/embeddings-jax/<kind>/<device>`` (``~/.cache`` by default)."""
+def default_out(kind: str, *, per_device: bool = True) -> str:
+    """``$XDG_CACHE_HOME/embeddings-jax/<kind>[/<device>]`` (``~/.cache`` by default)."""
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "embeddings-jax", kind, device_name())
+    path = os.path.join(cache, "embeddings-jax", kind)
+    return os.path.join(path, device_name()) if per_device else path
 
 
 def prepare_out(path: str) -> str:

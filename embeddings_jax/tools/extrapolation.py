@@ -473,7 +473,11 @@ CSV_COLUMNS = (
 
 
 def run(
-    cfg: ExperimentConfig, *, show_progress: bool = True, log: Callable[[str], None] = print
+    cfg: ExperimentConfig,
+    *,
+    show_progress: bool = True,
+    log: Callable[[str], None] = print,
+    on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train and evaluate every method and seed of ``cfg``; return one row per result.
 
@@ -481,6 +485,8 @@ def run(
       cfg: the experiment configuration.
       show_progress: draw a ``rich`` progress bar per method.
       log: where to write one status line per method.
+      on_rows: called with each method's rows as soon as that method is evaluated
+        (``main`` appends them to the CSV, so a run that stops early keeps them).
 
     Returns:
       rows with the keys of :data:`CSV_COLUMNS`, in method, eval length, seed order.
@@ -523,11 +529,12 @@ def run(
             if bar is not None:
                 bar.update(task, status="evaluating")
             accs = []
+            method_rows: list[dict[str, Any]] = []
             for n in cfg.eval_lens:
                 res = evaluate(cfg, method, params, n)
                 accs.append(float(np.mean(res["accuracy"])))
                 for j, seed in enumerate(cfg.seeds):
-                    rows.append(
+                    method_rows.append(
                         dict(
                             method=method,
                             seed=seed,
@@ -542,6 +549,9 @@ def run(
                             train_seconds=round(train_s / len(cfg.seeds), 2),
                         )
                     )
+            rows.extend(method_rows)
+            if on_rows is not None:
+                on_rows(method_rows)
             total = time.perf_counter() - t0
             final = float(np.mean(np.asarray(losses[:, -1])))
             summary = " ".join(f"{n}:{a:.2f}" for n, a in zip(cfg.eval_lens, accs, strict=True))
@@ -558,11 +568,12 @@ def run(
     return rows
 
 
-def write_csv(rows: Sequence[dict[str, Any]], path: str) -> None:
-    """Write ``rows`` with the columns of :data:`CSV_COLUMNS`."""
-    with open(path, "w", newline="") as f:
+def write_csv(rows: Sequence[dict[str, Any]], path: str, *, append: bool = False) -> None:
+    """Write ``rows`` with the columns of :data:`CSV_COLUMNS` (``append``: after a header)."""
+    with open(path, "a" if append else "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, lineterminator="\n")
-        w.writeheader()
+        if not append:
+            w.writeheader()
         for r in rows:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
 
@@ -647,61 +658,92 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="smoke run: 1 seed, 120 steps, a 1-layer model, train at 16, eval at 16 and 32",
     )
     parser.add_argument(
-        "--seeds", type=int, default=None, help="number of seeds (default 3; 1 with --quick)"
+        "--seeds",
+        type=_io.positive_int,
+        default=None,
+        help="number of seeds (default 3; 1 with --quick)",
     )
     parser.add_argument(
         "--out",
+        type=_io.output_dir,
         default=None,
-        help="output folder (default benchmarks/results/<device>; "
-        "./extrapolation-quick with --quick)",
+        help="output folder (default ~/.cache/embeddings-jax/extrapolation/<device>; printed); "
+        "existing files are never overwritten",
     )
     parser.add_argument(
-        "--methods", default=",".join(METHODS), help=f"comma-separated subset of {METHODS}"
+        "--methods",
+        type=_methods,
+        default=METHODS,
+        help=f"comma-separated subset of {', '.join(METHODS)}",
     )
-    parser.add_argument("--steps", type=int, default=None, help="training steps per model")
+    parser.add_argument(
+        "--steps", type=_io.positive_int, default=None, help="training steps per model"
+    )
     parser.add_argument(
         "--no-progress", action="store_true", help="plain log lines instead of a progress bar"
     )
     return parser
 
 
+def _methods(text: str) -> tuple[str, ...]:
+    """``argparse`` type: comma-separated names from :data:`METHODS`."""
+    methods = tuple(m.strip() for m in text.split(",") if m.strip())
+    unknown = [m for m in methods if m not in METHODS]
+    if not methods or unknown:
+        raise argparse.ArgumentTypeError(
+            f"must be a comma-separated subset of {', '.join(METHODS)}, got {text!r}"
+        )
+    return methods
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the experiment from parsed arguments; write CSV, PNG and a Markdown table.
+
+    The output folder is created and checked first, and each method's rows are
+    appended to the CSV as soon as it is evaluated. Existing files are never
+    overwritten: a name that is taken gets a timestamp.
 
     Returns:
       the process exit status (0).
     """
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     cfg = ExperimentConfig.quick() if args.quick else ExperimentConfig()
-    overrides: dict[str, Any] = {"methods": methods}
+    overrides: dict[str, Any] = {"methods": tuple(args.methods)}
     if args.seeds is not None:
-        n = _checks.static_int("extrapolate", "seeds", args.seeds, minimum=1)
-        overrides["seeds"] = tuple(range(n))
+        overrides["seeds"] = tuple(range(args.seeds))
     if args.steps is not None:
         overrides["steps"] = args.steps
     cfg = dataclasses.replace(cfg, **overrides)
-    default_out = os.path.join("benchmarks", "results", _io.device_name())
-    out = args.out or ("extrapolation-quick" if args.quick else default_out)
-    os.makedirs(out, exist_ok=True)
+    out = _io.prepare_out(args.out or _io.default_out("extrapolation"))
+    stem = _io.fresh_stem(out, "extrapolation", ("csv", "png", "md"))
+    csv_path, png_path, md_path = (os.path.join(out, f"{stem}.{e}") for e in ("csv", "png", "md"))
     show = not args.no_progress and sys.stderr.isatty()
+    kind = "a smoke run (--quick), not a result" if args.quick else "the full study"
     print(
-        f"extrapolate: {len(cfg.methods)} methods x {len(cfg.seeds)} seeds, {cfg.steps} steps, "
-        f"train_len={cfg.train_len}, eval_lens={list(cfg.eval_lens)}, device={_io.device_name()}, "
-        f"load={os.getloadavg()[0]:.1f}",
+        f"extrapolate, {kind}: {len(cfg.methods)} methods x {len(cfg.seeds)} seeds, "
+        f"{cfg.steps} steps, train_len={cfg.train_len}, eval_lens={list(cfg.eval_lens)}, "
+        f"device={_io.device_name()}, load={os.getloadavg()[0]:.1f}",
         flush=True,
     )
+    warning = _io.load_warning()
+    if warning:
+        print(warning, flush=True)
+    print(f"results: {csv_path} (rows appended as each method finishes)", flush=True)
+    written = []
+
+    def append(rows: list[dict[str, Any]]) -> None:
+        write_csv(rows, csv_path, append=bool(written))
+        written.append(len(rows))
+
     t0 = time.perf_counter()
-    rows = run(cfg, show_progress=show, log=lambda s: print(s, flush=True))
+    rows = run(cfg, show_progress=show, log=lambda s: print(s, flush=True), on_rows=append)
     wall = time.perf_counter() - t0
-    csv_path = os.path.join(out, "extrapolation.csv")
-    png_path = os.path.join(out, "extrapolation.png")
-    write_csv(rows, csv_path)
     plot(rows, png_path, train_len=cfg.train_len, chance=1.0 / (cfg.vocab - 1))
     table = markdown_table(rows)
-    with open(os.path.join(out, "extrapolation.md"), "w") as f:
-        f.write(f"{table}\n\nwall time {wall:.1f} s; config: {dataclasses.asdict(cfg)}\n")
+    note = " (a --quick smoke run: one seed, tiny model; not a result)" if args.quick else ""
+    with open(md_path, "w") as f:
+        f.write(f"{table}\n\nwall time {wall:.1f} s{note}; config: {dataclasses.asdict(cfg)}\n")
     print(table)
-    print(f"wrote {csv_path}, {png_path} (wall time {wall:.1f} s)", flush=True)
+    print(f"wrote {csv_path}, {png_path}, {md_path} (wall time {wall:.1f} s)", flush=True)
     return 0
 
 

@@ -25,6 +25,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from embeddings_jax.tools import _io
+
 __all__ = [
     "FIGURES",
     "add_arguments",
@@ -345,7 +347,13 @@ def alibi_t5_figure(length: int = 48, num_heads: int = 8):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``embeddings-jax plot``."""
-    parser.add_argument("--out", default="figures", help="output folder (created if needed)")
+    parser.add_argument(
+        "--out",
+        type=_io.output_dir,
+        default=None,
+        help="output folder (default ~/.cache/embeddings-jax/plot; printed); "
+        "figures of the same name are replaced",
+    )
     parser.add_argument(
         "--only",
         nargs="+",
@@ -355,7 +363,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--steps",
-        type=int,
+        type=_io.positive_int,
         default=300,
         help="training steps of the tiny model for the learned-table figures",
     )
@@ -364,16 +372,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="tiny sizes (30 training steps): for tests and smoke runs",
     )
-    parser.add_argument("--dpi", type=int, default=100, help="PNG resolution")
+    parser.add_argument("--dpi", type=_io.positive_int, default=100, help="PNG resolution")
 
 
 def main(args: argparse.Namespace) -> int:
     """Write the figures selected by ``args`` to ``args.out``; print one line per file."""
+    out = _io.prepare_out(args.out or _io.default_out("plot", per_device=False))
     import matplotlib
 
     matplotlib.use("Agg")
-    out = args.out
-    os.makedirs(out, exist_ok=True)
     only = set(args.only or FIGURES)
     small = bool(getattr(args, "small", False))
     steps = 30 if small else args.steps

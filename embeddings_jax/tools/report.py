@@ -1,130 +1,189 @@
-"""Run the benchmark suite, print the table, write CSV/JSON/PNG, check acceptance."""
+"""Printing and writing ``embeddings-jax bench`` results: tables, legend, files, chart."""
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import csv
 import json
 import os
-import time
+import sys
+from collections.abc import Iterator, Sequence
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+from embeddings_jax.tools import _io
 
-from embeddings_jax import cpu_kernel_status, embed_and_add
-from embeddings_jax.tools import bench
+EXTENSIONS = ("csv", "json", "png")
+IDS = ("uniform", "zipf")
+GROUP_TITLES = {"forward": "forward", "backward": "fwd+bwd", "train": "train step"}
+CSV_COLUMNS = (
+    "group",
+    "size",
+    "vocab",
+    "features",
+    "batch",
+    "seq",
+    "dtype",
+    "ids",
+    "case",
+    "policy",
+    "median_ms",
+    "p25_ms",
+    "p75_ms",
+    "min_ms",
+    "max_ms",
+    "spread_pct",
+    "compile_s",
+    "inner",
+    "gbps",
+    "x_copy",
+    "x_naive",
+)
+SPREAD_WARN_PCT = 15.0
 
-BASELINES = ("naive", "flax_embed_x2", "torch_embedding", "one_hot")
 
+def legend(rounds: int, *, full: bool = True, torch: bool = False) -> str:
+    """What the columns and case names mean (printed once, before the tables).
 
-def bf16_gradient_error(size: bench.Size) -> dict[str, float]:
-    """Max error of the bf16 token-table gradient vs a float64 NumPy reference.
-
-    Relative to the largest reference entry; ``embed_and_add`` (float32 accumulation)
-    against naive JAX autodiff (``table[ids]`` scatter-adds in bfloat16), and
-    ``bf16_rounding``: the error of the float64 reference itself rounded to bfloat16,
-    the floor any bfloat16 result has.
+    ``full=False`` (``--quick``) leaves out the cases that ``--quick`` does not run.
     """
-    tok, pos, ids, ct = bench._data(size)
-    tok, pos = tok.astype(jnp.bfloat16), pos.astype(jnp.bfloat16)
-    ct32 = ct.astype(jnp.float32)
-    ref = np.zeros((size.vocab, size.features), np.float64)
-    np.add.at(
-        ref, np.asarray(ids).reshape(-1), np.asarray(ct32, np.float64).reshape(-1, size.features)
+    lines = [
+        f"Each table: every case compiled first, then {rounds} interleaved rounds; medians.",
+        "  ms        median time of one call, milliseconds",
+        "  x copy    time / time of `copy` (lower is better; 1.00: as fast as writing the output)",
+        "  x naive   time / time of `naive` on the same ids (lower is better; < 1: faster)",
+        "  spread    interquartile range of the rounds, % of the median (large: noisy timing)",
+        "  uniform   ids drawn uniformly; zipf: p(id = k) ~ 1/(k+1), repeats like words in text",
+        "cases:",
+        "  copy                    -x of an array the size of the output (one read + one write)",
+        "  embed_and_add           ej.embed_and_add(table, ids, pos_table), default arguments:",
+        '                          out_of_range="error" (ids and positions range-checked)',
+        '  ... clip                the same with out_of_range="clip"',
+        "  naive                   table[ids] + pos_table[:L] (decode: + pos_table[offset])",
+        "  flax nn.Embed x2        two flax.linen.Embed lookups, added",
+        "  +LayerNorm              norm=(gamma, beta): LayerNorm after the add",
+        "  naive + flax LayerNorm  naive, then flax.linen.LayerNorm",
+    ]
+    if full:
+        lines += [
+            "  +LayerNorm xla          the same through XLA, not the compiled CPU kernel",
+            '  sinusoid [table]        position="vaswani" on the fly [a precomputed sinusoid]',
+            '  one_hot                 method="one_hot" (only where batch * seq * vocab is small)',
+        ]
+    if torch:
+        lines.append("  torch nn.Embedding x2   two torch.nn.Embedding lookups, added")
+    lines += [
+        "fwd+bwd: the output and the gradients of both tables (jax.vjp; torch: .backward());",
+        "train step: fwd+bwd and an optax Adam update, parameters updated in place.",
+    ]
+    return "\n".join(lines)
+
+
+def _ms(v: float) -> str:
+    return (
+        f"{v:.0f}" if v >= 100 else f"{v:.1f}" if v >= 10 else f"{v:.2f}" if v >= 1 else f"{v:.3f}"
     )
-    scale = np.abs(ref).max()
-    # Data passed as arguments (closed-over arrays become constants that XLA then spends
-    # half a minute constant-folding the scatter over).
-    g_ej = jax.jit(
-        jax.grad(lambda t, p, i, c: jnp.sum(embed_and_add(t, i, p, dtype=jnp.float32) * c))
-    )(tok, pos, ids, ct32)
-    g_naive = jax.jit(
-        jax.grad(
-            lambda t, p, i, c: jnp.sum((t[i] + p[None, : i.shape[-1]]).astype(jnp.float32) * c)
-        )
-    )(tok, pos, ids, ct32)
-    rounded = np.asarray(jnp.asarray(ref, jnp.float32).astype(jnp.bfloat16), np.float64)
-    out = {"bf16_rounding": float(np.abs(rounded - ref).max() / scale)}
-    for name, g in (("embed_and_add", g_ej), ("naive", g_naive)):
-        out[name] = float(np.abs(np.asarray(g, np.float64) - ref).max() / scale)
-    return out
 
 
-def _progress():
-    try:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        return Progress(
-            TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), transient=True
-        )
-    except ImportError:  # pragma: no cover
-        return None
-
-
-def _print_table(rows: list[dict], title: str) -> None:
-    by = {r["case"]: r for r in rows}
-    cols = ["case", "median ms", "GB/s", "x copy"] + [f"vs {b}" for b in BASELINES if b in by]
-    lines = []
-    for r in rows:
-        vals = [r["case"], f"{r['median_ms']:.3f}", f"{r['gbps']:.1f}", f"{r['x_copy']:.2f}"]
-        for b in BASELINES:
-            if b in by:
-                vals.append(f"{by[b]['median_ms'] / r['median_ms']:.2f}x")
-        lines.append(vals)
-    try:
-        from rich.console import Console
-        from rich.table import Table
-
-        t = Table(title=title)
-        for c in cols:
-            t.add_column(c, justify="left" if c == "case" else "right")
-        for v in lines:
-            t.add_row(*v)
-        Console(width=150).print(t)
-    except ImportError:  # pragma: no cover
-        print(title)
-        print("  ".join(cols))
-        for v in lines:
-            print("  ".join(v))
+def table(rows: Sequence[dict], title: str) -> str:
+    """One group's rows: per case, ``ms | x copy | x naive | spread`` for each id kind."""
+    kinds = [k for k in IDS if any(r["ids"] == k for r in rows)]
+    by = {(r["case"], r["ids"]): r for r in rows}
+    names = list(dict.fromkeys(r["case"] for r in rows))
+    width = max(len(n) for n in names + ["case"]) + 2
+    cols = f"{'ms':>9}{'x copy':>8}{'x naive':>9}{'spread':>8}"
+    lines = [
+        title,
+        " " * width + "".join(f"  {(' ' + k + ' ids '):-^{len(cols) - 2}}" for k in kinds),
+        "case".ljust(width) + cols * len(kinds),
+    ]
+    for name in names:
+        line = name.ljust(width)
+        for k in kinds:
+            r = by.get((name, k)) or by.get((name, ""))
+            if r is None:
+                line += " " * len(cols)
+                continue
+            naive = "" if r["x_naive"] is None else f"{r['x_naive']:.2f}"
+            line += f"{_ms(r['median_ms']):>9}{r['x_copy']:>8.2f}{naive:>9}{r['spread_pct']:>7.0f}%"
+        lines.append(line.rstrip())
+    return "\n".join(lines) + "\n"
 
 
-def acceptance(rows: list[dict], bf16_err: dict | None) -> list[tuple[str, float, float, bool]]:
-    """``(check, value, limit, ok)`` for the issue's acceptance ratios present in ``rows``."""
-    idx = {(r["group"], r["size"], r["case"]): r["median_ms"] for r in rows}
+def warnings(rows: Sequence[dict]) -> list[str]:
+    """Lines to print after the tables: noisy timings, a loaded machine."""
     out = []
-    sizes = sorted({r["size"] for r in rows})
-    for s in sizes:
-        get = lambda g, c, s=s: idx.get((g, s, c))  # noqa: E731
-        if get("forward", "copy") and get("forward", "embed_and_add"):
-            v = get("forward", "embed_and_add") / get("forward", "copy")
-            out.append((f"{s} forward embed_and_add / copy", v, 1.15, v <= 1.15))
-        if get("forward", "embed_and_add+layernorm"):
-            v = get("forward", "embed_and_add+layernorm") / get("forward", "copy")
-            out.append((f"{s} forward embed+add+LayerNorm / copy", v, 1.5, v <= 1.5))
-        if get("forward", "sinusoid_on_the_fly") and get("forward", "sinusoid_precomputed"):
-            v = get("forward", "sinusoid_on_the_fly") / get("forward", "sinusoid_precomputed")
-            out.append((f"{s} sinusoid on the fly / precomputed", v, 1.3, v <= 1.3))
-        if get("backward", "embed_and_add") and get("backward", "naive"):
-            v = get("backward", "naive") / get("backward", "embed_and_add")
-            out.append((f"{s} fwd+bwd speed-up vs naive jax.vjp", v, 3.0, v >= 3.0))
-        if get("backward", "embed_and_add") and get("backward", "torch_embedding"):
-            v = get("backward", "torch_embedding") / get("backward", "embed_and_add")
-            out.append((f"{s} fwd+bwd speed-up vs torch nn.Embedding", v, 1.0, v > 1.0))
-    if bf16_err:
-        v = bf16_err["embed_and_add"]
-        out.append(("bf16 table gradient error (rel. to max)", v, 2e-3, v <= 2e-3))
+    noisy = [r for r in rows if r["spread_pct"] > SPREAD_WARN_PCT]
+    if noisy:
+        w = max(noisy, key=lambda r: r["spread_pct"])
+        where = f"{GROUP_TITLES[w['group']]} {w['size']}" + (
+            f", {w['ids']} ids" if w["ids"] else ""
+        )
+        out.append(
+            f"warning: {len(noisy)} of {len(rows)} timings spread by more than "
+            f"{SPREAD_WARN_PCT:.0f}% between rounds (worst: {w['case']!r}, {where}: "
+            f"{w['spread_pct']:.0f}%); rerun with more --rounds or on a quieter machine"
+        )
+    load = _io.load_warning()
+    if load:
+        out.append(load)
     return out
 
 
-def _chart(rows: list[dict], path: str) -> None:
+class Writer:
+    """Result files ``<folder>/<stem>.{csv,json,png}``, written as the results come.
+
+    :meth:`add` appends a group's rows to the CSV (creating it with its header, never
+    over an existing file) and rewrites the JSON, so a run that stops early keeps every
+    finished group; :meth:`finish` writes the final JSON and the chart.
+    """
+
+    def __init__(self, folder: str, stem: str):
+        self.folder = folder
+        self.stem = stem
+        self._rows: list[dict] = []
+
+    def path(self, ext: str) -> str:
+        return os.path.join(self.folder, f"{self.stem}.{ext}")
+
+    def add(self, rows: Sequence[dict], meta: dict) -> None:
+        with open(self.path("csv"), "a" if self._rows else "x", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, lineterminator="\n")
+            if not self._rows:
+                w.writeheader()
+            w.writerows(rows)
+        self._rows.extend(rows)
+        self._write_json(meta)
+
+    def _write_json(self, meta: dict) -> None:
+        tmp = self.path("json") + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"meta": meta, "rows": self._rows}, f, indent=1)
+        os.replace(tmp, self.path("json"))
+
+    def finish(self, rows: Sequence[dict], meta: dict) -> list[str]:
+        """Write the final JSON and the chart; return the paths written."""
+        self._write_json(meta)
+        written = [self.path("csv"), self.path("json")] if rows else [self.path("json")]
+        try:
+            chart(rows, self.path("png"))
+            written.append(self.path("png"))
+        except ImportError:  # pragma: no cover
+            print("matplotlib not installed: no chart (pip install 'embeddings-jax[bench]')")
+        return written
+
+
+def chart(rows: Sequence[dict], path: str) -> None:
+    """Bars of ``x copy`` (uniform ids) per case and size, one panel per group."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    groups = [g for g in ("forward", "backward", "train") if any(r["group"] == g for r in rows)]
-    fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 5), squeeze=False)
+    rows = [r for r in rows if r["ids"] in ("uniform", "")]
+    groups = [g for g in GROUP_TITLES if any(r["group"] == g for r in rows)]
+    if not groups:
+        return
+    fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 6), squeeze=False)
     for ax, g in zip(axes[0], groups, strict=True):
         rs = [r for r in rows if r["group"] == g]
         sizes = list(dict.fromkeys(r["size"] for r in rs))
@@ -137,117 +196,73 @@ def _chart(rows: list[dict], path: str) -> None:
             ]
             ax.barh(np.arange(len(cases)) + k * w, vals, height=w, label=s)
         ax.set_yticks(np.arange(len(cases)) + w * (len(sizes) - 1) / 2, cases)
+        ax.invert_yaxis()
         ax.set_xscale("log")
         ax.axvline(1.0, color="k", lw=0.8)
         ax.set_xlabel("time / same-size copy (log; lower is better)")
-        ax.set_title(g)
+        ax.set_title(f"{GROUP_TITLES[g]} (uniform ids)")
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def main(args: argparse.Namespace) -> int:
-    t_start = time.perf_counter()
-    sizes = args.sizes or (["S3", "S1"] if args.quick else ["S3", "S1", "S2", "S2-bf16"])
-    groups = args.groups or (["forward", "backward"] if args.quick else list(bench.GROUPS))
-    rounds = args.rounds or (5 if args.quick else 15)
-    unknown = [s for s in sizes if s not in bench.SIZES]
-    if unknown:
-        print(f"embeddings-jax bench: `--sizes` must be among {sorted(bench.SIZES)}, got {unknown}")
-        return 2
-    dev = bench.device_name()
-    alloc = bench.allocator()
-    print(
-        f"device: {dev} ({jax.devices()[0]}), jax {jax.__version__}, allocator: {alloc}, "
-        f"load average: {os.getloadavg()[0]:.2f}"
-    )
-    kernel_ok, kernel_why = cpu_kernel_status()
-    if jax.default_backend() == "cpu":
-        print(f"compiled CPU kernels: {'yes' if kernel_ok else 'no'} ({kernel_why})")
-    hint = bench.allocator_hint()
-    if hint:
-        print(hint)
-    torch_ok = not args.no_torch and bench.torch_available()
-    if not args.no_torch and not torch_ok:
-        print(
-            "PyTorch not installed: skipping the torch baseline "
-            "(pip install 'embeddings-jax[torch]')"
-        )
-    rows: list[dict] = []
-    prog = _progress()
-    jobs = [(g, s) for s in sizes for g in groups]
-    if prog is not None:
-        prog.start()
-        task = prog.add_task("bench", total=len(jobs))
-    try:
-        for g, s in jobs:
-            size = bench.SIZES[s]
-            desc = f"{g} {size.label}"
-            if prog is not None:
-                prog.update(task, description=desc)
-            cases = bench.GROUPS[g](size, torch_ok=torch_ok)
-            step = (lambda m, d=desc: prog.update(task, description=f"{d}: {m}")) if prog else None
-            stats = bench.run_group(cases, rounds=rounds, on_step=step)
-            del cases
-            new = bench.rows_for(g, size, stats)
-            rows.extend(new)
-            if prog is not None:
-                prog.advance(task)
-                prog.stop()
-            _print_table(
-                new,
-                f"{g} {size.label}: V={size.vocab} d={size.features} B={size.batch} L={size.seq}",
-            )
-            if prog is not None:
-                prog.start()
-    finally:
-        if prog is not None:
-            prog.stop()
-    bf16_err = None
-    if "S2-bf16" in sizes and "backward" in groups:
-        bf16_err = bf16_gradient_error(bench.SIZES["S2-bf16"])
-        print(
-            f"bf16 token-table gradient, max error relative to the largest entry: "
-            f"embed_and_add {bf16_err['embed_and_add']:.2e}, naive {bf16_err['naive']:.2e} "
-            f"(the float64 sum rounded to bf16: {bf16_err['bf16_rounding']:.2e})"
-        )
-    checks = acceptance(rows, bf16_err)
-    if checks:
-        print("acceptance:")
-        for name, v, lim, ok in checks:
-            print(f"  [{'ok' if ok else 'MISS'}] {name}: {v:.3g} (target {lim:g})")
-    meta = {
-        "device": dev,
-        "jax": jax.__version__,
-        "backend": jax.default_backend(),
-        "allocator": alloc,
-        "cpu_kernel": kernel_ok,
-        "load_average": os.getloadavg(),
-        "cpu_count": os.cpu_count(),
-        "rounds": rounds,
-        "sizes": sizes,
-        "groups": groups,
-        "torch": torch_ok,
-        "bf16_gradient_error": bf16_err,
-        "acceptance": [dict(check=n, value=v, target=lim, ok=ok) for n, v, lim, ok in checks],
-        "wall_s": time.perf_counter() - t_start,
-    }
-    if not args.no_write:
-        out_dir = os.path.join(args.out, dev)
-        os.makedirs(out_dir, exist_ok=True)
-        stem = "quick" if args.quick else "full"
-        stem += f"-{alloc}" + (f"-{args.tag}" if args.tag else "")
-        with open(os.path.join(out_dir, f"{stem}.csv"), "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-        with open(os.path.join(out_dir, f"{stem}.json"), "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+class _Progress:
+    """A transient rich progress bar on a terminal; silent otherwise."""
+
+    def __init__(self, total: int):
+        self._bar = self._task = None
+        self._desc = ""
+        if not sys.stderr.isatty():
+            return
         try:
-            _chart(rows, os.path.join(out_dir, f"{stem}.png"))
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
         except ImportError:  # pragma: no cover
-            print("matplotlib not installed: no chart (pip install 'embeddings-jax[bench]')")
-        print(f"wrote {out_dir}/{stem}.{{csv,json,png}}")
-    print(f"total {time.perf_counter() - t_start:.1f} s")
-    return 0
+            return
+        self._bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TimeElapsedColumn(),
+            transient=True,
+            console=Console(stderr=True),
+        )
+        self._task = self._bar.add_task("bench", total=total)
+
+    def describe(self, text: str) -> None:
+        self._desc = text
+        self.status("")
+
+    def status(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.update(
+                self._task, description=f"{self._desc}: {text}" if text else self._desc
+            )
+
+    def advance(self) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hide the bar while printing."""
+        if self._bar is not None:
+            self._bar.stop()
+        try:
+            yield
+        finally:
+            if self._bar is not None:
+                self._bar.start()
+
+
+@contextlib.contextmanager
+def progress(total: int) -> Iterator[_Progress]:
+    """``with progress(n) as p:`` a progress bar for ``n`` groups (stopped on exit)."""
+    p = _Progress(total)
+    if p._bar is not None:
+        p._bar.start()
+    try:
+        yield p
+    finally:
+        if p._bar is not None:
+            p._bar.stop()
