@@ -320,6 +320,16 @@ def _named(name: str, policy: str) -> str:
     return name if policy == "error" else f"{name} {policy}"
 
 
+def _ej(position: Any = None, **kwargs: Any) -> Callable:
+    """``f(tok, pos, ids[, offset])`` calling ``embed_and_add``; ``position`` overrides ``pos``."""
+
+    def f(tok, pos, ids, offset=None):
+        kw = kwargs if offset is None else {**kwargs, "offset": offset}
+        return _embed_and_add(tok, ids, pos if position is None else position, **kw)
+
+    return f
+
+
 # ------------------------------------------------------------------------------ cases
 
 
@@ -335,8 +345,7 @@ def _forward(size: Size, ids_kind: str, data, *, full: bool, torch_ok: bool) -> 
     if size.decode:
         offset = jnp.int32(size.max_len // 2)
         for policy, kw in POLICIES.items():
-            f = lambda t, p, i, o, kw=kw: _embed_and_add(t, i, p, offset=o, **kw)  # noqa: E731
-            add(_named("embed_and_add", policy), f, tok, pos, ids, offset, policy=policy)
+            add(_named("embed_and_add", policy), _ej(**kw), tok, pos, ids, offset, policy=policy)
         add("naive", _naive_decode, tok, pos, ids, offset)
         add("flax nn.Embed x2", _flax_pair(size), tok, pos, ids, offset)
         return out
@@ -352,29 +361,27 @@ def _forward(size: Size, ids_kind: str, data, *, full: bool, torch_ok: bool) -> 
         return ln.apply({"params": {"scale": g, "bias": b}}, y).astype(tok.dtype)
 
     for policy, kw in POLICIES.items():
-        f = lambda t, p, i, kw=kw: _embed_and_add(t, i, p, **kw)  # noqa: E731
-        add(_named("embed_and_add", policy), f, tok, pos, ids, policy=policy)
+        add(_named("embed_and_add", policy), _ej(**kw), tok, pos, ids, policy=policy)
     add("naive", _naive, tok, pos, ids)
     add("flax nn.Embed x2", _flax_pair(size), tok, pos, ids)
     for policy, kw in POLICIES.items():
-        f = lambda t, p, i, kw=kw: _embed_and_add(t, i, p, norm=(g, b), **kw)  # noqa: E731
+        f = _ej(norm=(g, b), **kw)
         add(_named("embed_and_add+LayerNorm", policy), f, tok, pos, ids, policy=policy)
     add("naive + flax LayerNorm", naive_ln, tok, pos, ids)
     if full:
         sin_tab = ej.sinusoidal_table(pos.shape[0], d, dtype=jnp.dtype(size.dtype))
         small = size.batch * size.seq * size.vocab <= ONE_HOT_MAX_ELEMENTS
-        for policy, kw in POLICIES.items():
-            ln_xla = lambda t, p, i, kw=kw: _embed_and_add(  # noqa: E731
-                t, i, p, norm=(g, b), implementation="xla", **kw
-            )
-            add(_named("embed_and_add+LayerNorm xla", policy), ln_xla, tok, pos, ids, policy=policy)
-            sin = lambda t, i, kw=kw: _embed_and_add(t, i, "vaswani", **kw)  # noqa: E731
-            add(_named("embed_and_add sinusoid", policy), sin, tok, ids, policy=policy)
-            f = lambda t, p, i, kw=kw: _embed_and_add(t, i, p, **kw)  # noqa: E731
-            add(_named("embed_and_add sinusoid table", policy), f, tok, sin_tab, ids, policy=policy)
-            if small:
-                oh = lambda t, p, i, kw=kw: _embed_and_add(t, i, p, method="one_hot", **kw)  # noqa: E731
-                add(_named("embed_and_add one_hot", policy), oh, tok, pos, ids, policy=policy)
+        variants = {  # name suffix: (position argument, position table, keywords)
+            "+LayerNorm xla": (None, pos, {"norm": (g, b), "implementation": "xla"}),
+            " sinusoid": ("vaswani", pos, {}),
+            " sinusoid table": (None, sin_tab, {}),
+        }
+        if small:
+            variants[" one_hot"] = (None, pos, {"method": "one_hot"})
+        for suffix, (position, table, extra) in variants.items():
+            for policy, kw in POLICIES.items():
+                f = _ej(position, **extra, **kw)
+                add(_named("embed_and_add" + suffix, policy), f, tok, table, ids, policy=policy)
     if torch_ok:
         torch, te, pe, tids, tpos, _ = _torch_modules(size, tok, pos, ids, ct)
 
@@ -404,14 +411,12 @@ def _backward(size: Size, ids_kind: str, data, *, full: bool, torch_ok: bool) ->
         out.append(Case(name, _bind(_vjp_both(f), tok, pos, ids, ct), ids_kind, policy))
 
     for policy, kw in POLICIES.items():
-        f = lambda t, p, i, kw=kw: _embed_and_add(t, i, p, **kw)  # noqa: E731
-        add(_named("embed_and_add", policy), f, policy)
+        add(_named("embed_and_add", policy), _ej(**kw), policy)
     add("naive", _naive)
     add("flax nn.Embed x2", _flax_pair(size))
     if full and size.batch * size.seq * size.vocab <= ONE_HOT_MAX_ELEMENTS:
         for policy, kw in POLICIES.items():
-            oh = lambda t, p, i, kw=kw: _embed_and_add(t, i, p, method="one_hot", **kw)  # noqa: E731
-            add(_named("embed_and_add one_hot", policy), oh, policy)
+            add(_named("embed_and_add one_hot", policy), _ej(method="one_hot", **kw), policy)
     if torch_ok:
         torch, te, pe, tids, tpos, tct = _torch_modules(size, tok, pos, ids, ct)
 
@@ -457,8 +462,7 @@ def _train(size: Size, ids_kind: str, data, *, full: bool, torch_ok: bool) -> li
 
     out = []
     for policy, kw in POLICIES.items():
-        f = lambda t, p, i, kw=kw: _embed_and_add(t, i, p, **kw)  # noqa: E731
-        out.append(Case(_named("embed_and_add", policy), make(f), ids_kind, policy))
+        out.append(Case(_named("embed_and_add", policy), make(_ej(**kw)), ids_kind, policy))
     out.append(Case("naive", make(_naive), ids_kind))
     out.append(Case("flax nn.Embed x2", make(_flax_pair(size)), ids_kind))
     if torch_ok:
