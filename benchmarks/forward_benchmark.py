@@ -1,12 +1,15 @@
-"""forward benchmark of embed_and_add against a copy and the baselines (see README).
+"""Forward benchmark of embed_and_add against a copy and the baselines (see README).
 
-Usage: python benchmarks/forward_benchmark.py [--sizes S1 S2 ...] [--rounds N] [--no-write]
-Same as `embeddings-jax bench --groups forward`; results go to benchmarks/results/<device>/.
+Usage: python benchmarks/forward_benchmark.py [--quick] [--sizes S3 decode S1 ...] [--rounds N]
+       [--out DIR] [--no-write]
+The same as `embeddings-jax bench --groups forward`: results go to --out, else to
+~/.cache/embeddings-jax/bench/<device>/ (printed); no existing file is overwritten, so the
+committed results under benchmarks/results/ change only when copied there on purpose.
 """
 
 import sys
 
-from embeddings_jax import cli
+from embeddings_jax.tools import cli
 
 if __name__ == "__main__":
     sys.exit(cli.main(["bench", "--groups", "forward", "--tag", "forward", *sys.argv[1:]]))

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -33,7 +35,7 @@ import numpy as np
 from IPython.display import display
 
 import embeddings_jax as ej
-from embeddings_jax import plotting
+from embeddings_jax.tools import plot as plotting
 
 SMALL = os.environ.get("EJ_NOTEBOOK_SMALL", "0") == "1"
 VOCAB, D, MAX_LEN = 100, 64, 128
@@ -126,11 +128,11 @@ print(jax.tree.map(jnp.shape, nn.unbox(variables["params"])))
 # %% [markdown]
 # ## 5. Learned vs fixed positions
 # A learned table starts as noise; what it becomes depends on the task. We train the
-# tiny transformer of `embeddings_jax.demo` to copy the token two steps back (a task
+# tiny transformer of `embeddings_jax.tools.models` to copy the token two steps back (a task
 # that needs position) and compare its table with the sinusoid.
 
 # %%
-model, params, losses = plotting.train_demo_model(steps=TRAIN_STEPS, max_len=16 if SMALL else 32)
+model, params, losses = plotting.train_tiny_model(steps=TRAIN_STEPS, max_len=16 if SMALL else 32)
 print(f"loss: first {losses[0]:.3f}  last {losses[-1]:.3f}")
 fig = plotting.learned_vs_sinusoid_figure(params, losses)
 display(fig)

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -35,7 +37,7 @@ import numpy as np
 from IPython.display import display
 
 import embeddings_jax as ej
-from embeddings_jax import plotting
+from embeddings_jax.tools import plot as plotting
 
 SMALL = os.environ.get("EJ_NOTEBOOK_SMALL", "0") == "1"
 HEAD_DIM = 64

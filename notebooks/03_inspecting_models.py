@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -15,7 +17,7 @@
 # # 03 · Inspecting a model: token vs position, layer by layer
 #
 # How much of each layer's representation is *which token* and how much is *where it
-# is*? `embeddings_jax.inspect` answers with two scores per layer, from hidden states
+# is*? `embeddings_jax.tools.inspect` answers with two scores per layer, from hidden states
 # captured out of any Flax model:
 #
 # * **variance share** (ANOVA $\eta^2$, bias-corrected $\varepsilon^2$ by default):
@@ -38,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from IPython.display import display
 
-from embeddings_jax import demo, inspect
+from embeddings_jax.tools import inspect, models
 
 SMALL = os.environ.get("EJ_NOTEBOOK_SMALL", "0") == "1"
 STEPS = 40 if SMALL else 300
@@ -66,7 +68,7 @@ print(inspect.token_position_scores(synthetic, ids).table())
 
 # %% [markdown]
 # ## 2. Capturing hidden states from a Flax model
-# Either `sow` inside the model (what `demo.TinyTransformer` does after its input layer
+# Either `sow` inside the model (what `models.TinyTransformer` does after its input layer
 # and after every block)…
 #
 # ```python
@@ -82,7 +84,7 @@ print(inspect.token_position_scores(synthetic, ids).table())
 # order, keeping only arrays shaped like `ids.shape + (features,)`.
 
 # %%
-model = demo.TinyTransformer(position="learned", max_len=MAX_LEN)
+model = models.TinyTransformer(position="learned", max_len=MAX_LEN)
 ids = jnp.zeros((2, MAX_LEN), jnp.int32)
 params = jax.jit(model.init)(jax.random.key(0), ids)["params"]
 
@@ -96,12 +98,12 @@ _, state = run(params, ids)
 print("sow:", list(inspect.hidden_states_from_intermediates(state, shape=ids.shape)))
 
 
-def blocks_only(mdl, method_name):  # capture only the transformer blocks' outputs
-    return isinstance(mdl, nn.Module) and mdl.name is not None and mdl.name.startswith("block_")
+def attention_only(mdl, method_name):  # capture only the attention layers' outputs
+    return isinstance(mdl, nn.Module) and mdl.name is not None and mdl.name.startswith("attn_")
 
 
 _, cap = jax.jit(
-    lambda p, i: model.apply({"params": p}, i, capture_intermediates=blocks_only,
+    lambda p, i: model.apply({"params": p}, i, capture_intermediates=attention_only,
                              mutable=["intermediates"])
 )(params, ids)
 print("capture_intermediates (next to the sown values):",
@@ -115,13 +117,13 @@ print("capture_intermediates (next to the sown values):",
 # %%
 results = {}
 for position in POSITIONS:
-    m = demo.TinyTransformer(position=position, max_len=MAX_LEN)
-    p, losses = demo.train_copy_task(m, steps=STEPS, lag=LAG)
+    m = models.TinyTransformer(position=position, max_len=MAX_LEN)
+    p, losses = models.train_copy_task(m, steps=STEPS, lag=LAG)
     results[position] = (m, p)
     print(f"{position:10s} loss {losses[0]:.3f} -> {losses[-1]:.3f}")
 
 # %%
-ids, _, _ = demo.copy_task_batch(jax.random.key(42), 64, MAX_LEN, 16, LAG)
+ids, _, _ = models.delayed_copy_batch(jax.random.key(42), batch=64, length=MAX_LEN, vocab=16, lag=LAG)
 lagged = jnp.roll(ids, LAG, axis=1)  # the token the model has to output
 for position, (m, p) in results.items():
     _, state = jax.jit(lambda p, i, m=m: m.apply({"params": p}, i, mutable=["intermediates"]))(

@@ -1,4 +1,4 @@
-"""Reference attention: full pass == KV-cache decoding, packed == unpacked, per method."""
+"""Toy attention and model: full pass == KV-cache decoding, packed == unpacked, per method."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,13 @@ import pytest
 
 import embeddings_jax as ej
 import embeddings_jax.linen as ejl
-from embeddings_jax.examples.attention import KVCache, MultiHeadAttention, dot_product_attention
+from embeddings_jax.tools.models import (
+    POSITIONS,
+    Attention,
+    KVCache,
+    TinyTransformer,
+    dot_product_attention,
+)
 
 HEADS, HEAD_DIM, FEATURES = 2, 8, 16
 
@@ -24,7 +30,7 @@ METHODS = {
 
 
 def _model(method):
-    return MultiHeadAttention(num_heads=HEADS, head_dim=HEAD_DIM, relative=METHODS[method]())
+    return Attention(num_heads=HEADS, head_dim=HEAD_DIM, relative=METHODS[method]())
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -95,6 +101,25 @@ def test_attention_errors():
         model.apply(params, x, jnp.arange(3))
     with pytest.raises(ValueError, match="`segment_ids` must be None when decoding"):
         model.apply(params, x, pos, segment_ids=pos, cache=KVCache.init(1, 4, HEADS, HEAD_DIM))
-    bad = MultiHeadAttention(num_heads=HEADS, head_dim=HEAD_DIM, relative=ejl.TokenEmbed(3, 4))
+    bad = Attention(num_heads=HEADS, head_dim=HEAD_DIM, relative=ejl.TokenEmbed(3, 4))
     with pytest.raises(ValueError, match="`relative` must be RotaryEmbedding, ALiBi"):
         bad.init(jax.random.key(0), x, pos)
+
+
+@pytest.mark.parametrize("position", POSITIONS)
+def test_tiny_transformer_decoding_equals_full_pass(position):
+    """Prefill 4 tokens, then decode one at a time through the per-layer KV caches."""
+    model = TinyTransformer(
+        vocab_size=8, features=FEATURES, num_heads=HEADS, num_layers=2, max_len=8,
+        position=position,
+    )  # fmt: skip
+    ids = jax.random.randint(jax.random.key(9), (2, 10), 0, 8, dtype=jnp.int32)
+    params = model.init(jax.random.key(10), ids)
+    full = model.apply(params, ids)  # positions 8, 9 are past max_len: "learned" clips
+    step = jax.jit(lambda c, i, t: model.apply(params, i, offset=t, cache=c))
+    logits, cache = model.apply(params, ids[:, :4], cache=model.init_cache(2, 10))
+    outs = [logits]
+    for t in range(4, 10):
+        logits, cache = step(cache, ids[:, t : t + 1], jnp.int32(t))
+        outs.append(logits)
+    np.testing.assert_allclose(jnp.concatenate(outs, axis=1), full, rtol=2e-5, atol=2e-5)

@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from embeddings_jax.experiments import extrapolation as ex
+from embeddings_jax.tools import extrapolation as ex
+from embeddings_jax.tools.models import T5_NUM_BUCKETS
 
 TINY = dict(vocab=8, max_len=16, features=16, heads=2, layers=1, mlp=32)
 
@@ -78,7 +79,7 @@ def test_config_errors():
 
 
 def _init(method, length=16, **kw):
-    model = ex.TinyDecoder(method, **{**TINY, **kw})
+    model = ex.study_model(method, **{**TINY, **kw})
     return model, model.init(jax.random.key(0), jnp.zeros((1, length), jnp.int32))["params"]
 
 
@@ -88,7 +89,7 @@ def test_parameter_budget_differs_only_by_the_position_parameters():
     for m in ("sinusoidal", "rope", "rope_pi", "alibi"):
         assert counts[m] == base, m
     assert counts["learned"] == base + TINY["max_len"] * TINY["features"]
-    assert counts["t5"] == base + ex.T5_NUM_BUCKETS * TINY["heads"]
+    assert counts["t5"] == base + T5_NUM_BUCKETS * TINY["heads"]
 
 
 @pytest.mark.parametrize("method", ex.METHODS)
@@ -123,9 +124,9 @@ def test_learned_positions_past_max_len_read_the_last_row():
 def test_rope_pi_at_the_training_length_is_rope():
     _, params = _init("rope")
     ids = jnp.arange(16, dtype=jnp.int32)[None, :] % TINY["vocab"]
-    rope = ex.TinyDecoder("rope", **TINY).apply({"params": params}, ids)
-    pi1 = ex.TinyDecoder("rope_pi", **TINY, rope_factor=1.0).apply({"params": params}, ids)
-    pi2 = ex.TinyDecoder("rope_pi", **TINY, rope_factor=2.0).apply({"params": params}, ids)
+    rope = ex.study_model("rope", **TINY).apply({"params": params}, ids)
+    pi1 = ex.study_model("rope_pi", **TINY, rope_factor=1.0).apply({"params": params}, ids)
+    pi2 = ex.study_model("rope_pi", **TINY, rope_factor=2.0).apply({"params": params}, ids)
     np.testing.assert_array_equal(rope, pi1)
     assert not np.allclose(rope, pi2)
 
@@ -175,3 +176,44 @@ def test_summary_statistics():
     ]
     assert ex.summarize(rows) == {("a", 8): pytest.approx((0.5, 0.2, 0.8))}
     assert "| a | 1 | 0.500 (0.200–0.800) |" in ex.markdown_table(rows)
+
+
+def _fake_run(cfg, *, show_progress, log, on_rows):
+    rows = []
+    for m in cfg.methods:
+        new = [
+            dict(method=m, seed=s, train_len=cfg.train_len, eval_len=n, accuracy=0.5, loss=1.0,
+                 accuracy_beyond_train=0.5, chance=0.1, params=10, steps=cfg.steps,
+                 train_seconds=0.0)
+            for n in cfg.eval_lens
+            for s in cfg.seeds
+        ]  # fmt: skip
+        on_rows(new)
+        rows += new
+        if m == "learned":
+            raise RuntimeError("crash late")
+    return rows
+
+
+def _main(*argv):
+    return ex.main(ex.add_arguments(argparse.ArgumentParser()).parse_args(list(argv)))
+
+
+def test_main_appends_each_methods_rows_as_it_finishes(tmp_path, monkeypatch):
+    monkeypatch.setattr(ex, "run", _fake_run)
+    with pytest.raises(RuntimeError, match="crash late"):
+        _main("--quick", "--methods", "none,learned,rope", "--out", str(tmp_path))
+    with open(tmp_path / "extrapolation.csv") as f:
+        assert {r["method"] for r in csv.DictReader(f)} == {"none", "learned"}
+
+
+def test_main_never_overwrites_results(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ex, "run", _fake_run)
+    (tmp_path / "extrapolation.md").write_text("the committed report")
+    assert _main("--quick", "--methods", "none,t5", "--out", str(tmp_path)) == 0
+    assert (tmp_path / "extrapolation.md").read_text() == "the committed report"
+    assert not (tmp_path / "extrapolation.csv").exists()
+    out = capsys.readouterr().out
+    assert "smoke run (--quick)" in out
+    (md,) = [p for p in tmp_path.glob("extrapolation-*.md")]
+    assert f"{md.with_suffix('.csv')}, {md.with_suffix('.png')}, {md}" in out

@@ -1,4 +1,4 @@
-"""Tests for embeddings_jax.inspect: variance shares, probes, intermediates, report."""
+"""Tests for embeddings_jax.tools.inspect: variance shares, probes, intermediates, report."""
 
 import functools
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import embeddings_jax as ej
-from embeddings_jax import demo, inspect
+from embeddings_jax.tools import inspect, models
 
 
 def ref_eta_squared(h, g, adjusted=False):
@@ -177,7 +177,7 @@ def test_tiny_model_embedding_layer_shares():
     capture path.
     """
     n, d = 8, 16
-    model = demo.TinyTransformer(
+    model = models.TinyTransformer(
         vocab_size=n, features=d, max_len=n, num_layers=1, position="sinusoidal"
     )
     ids = balanced_ids(n)

@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.image  # noqa: E402
 import pytest  # noqa: E402
 
-from embeddings_jax import plotting  # noqa: E402
+from embeddings_jax.tools import plot as plotting  # noqa: E402
 
 
 def _args(out, *extra):

@@ -25,6 +25,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from embeddings_jax.tools import _io
+
 __all__ = [
     "FIGURES",
     "add_arguments",
@@ -34,7 +36,7 @@ __all__ = [
     "position_similarity_figure",
     "rope_figure",
     "sinusoid_tables_figure",
-    "train_demo_model",
+    "train_tiny_model",
 ]
 
 FIGURES = (
@@ -136,15 +138,17 @@ def position_similarity_figure(length: int = 128, dim: int = 64):
     return fig
 
 
-def train_demo_model(*, steps: int = 300, max_len: int = 32, seed: int = 0):
-    """Train :class:`embeddings_jax.demo.TinyTransformer` (learned positions) on the copy task.
+def train_tiny_model(*, steps: int = 300, max_len: int = 32, seed: int = 0):
+    """Train :class:`~embeddings_jax.tools.models.TinyTransformer` (learned positions).
+
+    The task is :func:`~embeddings_jax.tools.models.delayed_copy_batch` with ``lag=2``.
 
     Returns ``(model, params, losses)``.
     """
-    from embeddings_jax import demo
+    from embeddings_jax.tools import models
 
-    model = demo.TinyTransformer(position="learned", max_len=max_len)
-    params, losses = demo.train_copy_task(model, steps=steps, seed=seed)
+    model = models.TinyTransformer(position="learned", max_len=max_len)
+    params, losses = models.train_copy_task(model, steps=steps, seed=seed)
     return model, params, losses
 
 
@@ -157,7 +161,7 @@ def _cosine(t):
 
 
 def learned_vs_sinusoid_figure(params, losses, *, lag: int = 2):
-    """The learned position table of a trained demo model next to the sinusoid.
+    """The learned position table of a trained tiny model next to the sinusoid.
 
     Top: the tables. Bottom: cosine similarity between (mean-centred) rows.
     """
@@ -217,13 +221,13 @@ def learned_vs_sinusoid_figure(params, losses, *, lag: int = 2):
 
 
 def inspect_figure(model, params, *, batch: int = 64, seed: int = 1, lag: int = 2):
-    """Token vs position share per layer of a trained demo model (and of the lagged token)."""
+    """Token vs position share per layer of a trained tiny model (and of the lagged token)."""
     import jax
 
-    from embeddings_jax import demo, inspect
+    from embeddings_jax.tools import inspect, models
 
-    ids, _, _ = demo.copy_task_batch(
-        jax.random.key(seed), batch, model.max_len, model.vocab_size, lag
+    ids, _, _ = models.delayed_copy_batch(
+        jax.random.key(seed), batch=batch, length=model.max_len, vocab=model.vocab_size, lag=lag
     )
     _, state = model.apply({"params": params}, ids, mutable=["intermediates"])
     states = inspect.hidden_states_from_intermediates(state, shape=ids.shape)
@@ -343,7 +347,13 @@ def alibi_t5_figure(length: int = 48, num_heads: int = 8):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``embeddings-jax plot``."""
-    parser.add_argument("--out", default="figures", help="output folder (created if needed)")
+    parser.add_argument(
+        "--out",
+        type=_io.output_dir,
+        default=None,
+        help="output folder (default ~/.cache/embeddings-jax/plot; printed); "
+        "figures of the same name are replaced",
+    )
     parser.add_argument(
         "--only",
         nargs="+",
@@ -353,7 +363,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--steps",
-        type=int,
+        type=_io.positive_int,
         default=300,
         help="training steps of the tiny model for the learned-table figures",
     )
@@ -362,16 +372,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="tiny sizes (30 training steps): for tests and smoke runs",
     )
-    parser.add_argument("--dpi", type=int, default=100, help="PNG resolution")
+    parser.add_argument("--dpi", type=_io.positive_int, default=100, help="PNG resolution")
 
 
 def main(args: argparse.Namespace) -> int:
     """Write the figures selected by ``args`` to ``args.out``; print one line per file."""
+    out = _io.prepare_out(args.out or _io.default_out("plot", per_device=False))
     import matplotlib
 
     matplotlib.use("Agg")
-    out = args.out
-    os.makedirs(out, exist_ok=True)
     only = set(args.only or FIGURES)
     small = bool(getattr(args, "small", False))
     steps = 30 if small else args.steps
@@ -379,7 +388,7 @@ def main(args: argparse.Namespace) -> int:
 
     def trained_model():
         if not trained:
-            trained["v"] = train_demo_model(steps=steps, max_len=16 if small else 32)
+            trained["v"] = train_tiny_model(steps=steps, max_len=16 if small else 32)
         return trained["v"]
 
     def learned():

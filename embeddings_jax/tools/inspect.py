@@ -25,9 +25,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, ArrayLike, Float, Int
 
-from embeddings_jax._src import checks
-from embeddings_jax._src.typing import Array, ArrayLike, Float, Int, PRNGKey
+from embeddings_jax.tools import _checks as checks
+
+PRNGKey = jax.Array
 
 __all__ = [
     "InspectReport",
@@ -41,7 +43,7 @@ __all__ = [
 def _flatten_states(fn: str, hidden, labels, label_name: str):
     checks.check_floating(fn, "hidden", hidden)
     checks.check_ndim(fn, "hidden", hidden, min_ndim=2, axes="..., features")
-    labels = checks.as_int_array(fn, label_name, labels)
+    labels = checks.int_array(fn, label_name, labels)
     if tuple(labels.shape) != tuple(hidden.shape[:-1]):
         raise ValueError(
             f"{fn}: `{label_name}` must have shape hidden.shape[:-1] = "
@@ -51,7 +53,7 @@ def _flatten_states(fn: str, hidden, labels, label_name: str):
     if n < 2:
         raise ValueError(f"{fn}: `hidden` must hold at least 2 vectors, got {n}")
     x = jnp.asarray(hidden).reshape(n, hidden.shape[-1])
-    x = x.astype(checks.promote_float(x.dtype, jnp.float32))
+    x = x.astype(jnp.float64 if x.dtype == jnp.float64 else jnp.float32)  # at least float32
     return x, labels.reshape(n).astype(jnp.int32)
 
 
@@ -122,7 +124,7 @@ def variance_explained(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from embeddings_jax import inspect
+      >>> from embeddings_jax.tools import inspect
       >>> h = jnp.array([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [-1.0, 0.0]])
       >>> inspect.variance_explained(h, jnp.array([0, 0, 1, 1]))
       Array(1., dtype=float32)
@@ -201,7 +203,7 @@ def probe_accuracy(
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from embeddings_jax import inspect
+      >>> from embeddings_jax.tools import inspect
       >>> labels = jnp.arange(40) % 4
       >>> h = jax.nn.one_hot(labels, 4) + 0.01 * jax.random.normal(jax.random.key(1), (40, 4))
       >>> inspect.probe_accuracy(h, labels)
@@ -271,7 +273,7 @@ def hidden_states_from_intermediates(
 
     Example:
       >>> import jax, jax.numpy as jnp, flax.linen as nn
-      >>> from embeddings_jax import inspect
+      >>> from embeddings_jax.tools import inspect
       >>> class M(nn.Module):
       ...     @nn.compact
       ...     def __call__(self, x):
@@ -453,7 +455,7 @@ def token_position_scores(
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from embeddings_jax import inspect
+      >>> from embeddings_jax.tools import inspect
       >>> b, t = jnp.meshgrid(jnp.arange(5), jnp.arange(5), indexing="ij")
       >>> ids = (b + t) % 5  # every token once at every position: a balanced design
       >>> tok = jax.random.normal(jax.random.key(1), (5, 16))
@@ -475,11 +477,11 @@ def token_position_scores(
       (linear probes).
     """
     fn = "token_position_scores"
-    ids = checks.as_int_array(fn, "ids", ids)
+    ids = checks.int_array(fn, "ids", ids)
     checks.check_ndim(fn, "ids", ids, min_ndim=1, axes="..., seq")
     if positions is None:
         positions = jnp.broadcast_to(jnp.arange(ids.shape[-1], dtype=jnp.int32), ids.shape)
-    positions = checks.as_int_array(fn, "positions", positions)
+    positions = checks.int_array(fn, "positions", positions)
     if tuple(positions.shape) != tuple(ids.shape):
         raise ValueError(
             f"{fn}: `positions` must have ids.shape {tuple(ids.shape)}, got shape "

@@ -1,8 +1,9 @@
 r"""Length extrapolation: train tiny decoders with each position method, test longer.
 
-``embeddings-jax extrapolate`` trains a small decoder-only transformer (pre-LN, tied
-input/output embedding) once per position method and seed at ``train_len`` tokens and
-measures next-token accuracy at ``eval_lens`` (default 64 -> 64, 128, 256, 512: up to
+``embeddings-jax extrapolate`` trains a small decoder-only transformer
+(:class:`~embeddings_jax.tools.models.TinyTransformer`: pre-LN, tied input/output
+embedding) once per position method and seed at ``train_len`` tokens and measures
+next-token accuracy at ``eval_lens`` (default 64 -> 64, 128, 256, 512: up to
 8x the training length). Everything but the position method is identical: data,
 steps, optimiser, width, depth; the parameter counts are reported next to the results.
 
@@ -61,7 +62,7 @@ parameters, optimiser state and data keys carry a leading ``seed`` axis).
 
 Example:
   >>> import jax
-  >>> from embeddings_jax.experiments import extrapolation as ex
+  >>> from embeddings_jax.tools import extrapolation as ex
   >>> tokens, targets, weights = ex.delayed_copy_batch(
   ...     jax.random.key(0), batch=1, length=6, vocab=5, lag=2)
   >>> bool((targets[0, 3:] == tokens[0, 1:4]).all()), weights[0].tolist()
@@ -92,36 +93,34 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jaxtyping import Array
 
-import embeddings_jax.linen as ejnn
-from embeddings_jax._src import checks
-from embeddings_jax._src.bench import device_name
-from embeddings_jax._src.typing import Array, Float, Int, PRNGKey
+from embeddings_jax.tools import _checks, _io
+from embeddings_jax.tools.models import (
+    BOS,
+    TinyTransformer,
+    delayed_copy_batch,
+)
 
 __all__ = [
     "BOS",
     "METHODS",
     "ExperimentConfig",
-    "TinyDecoder",
     "add_arguments",
     "delayed_copy_batch",
     "evaluate",
     "main",
     "param_count",
     "run",
+    "study_model",
     "train",
 ]
 
 METHODS = ("none", "learned", "sinusoidal", "rope", "rope_pi", "alibi", "t5")
-BOS = 0
-T5_NUM_BUCKETS = 32
-T5_MAX_DISTANCE = 128
-ROPE_BASE = 10000.0
 
 
 # ----------------------------------------------------------------------------- config
@@ -172,18 +171,18 @@ class ExperimentConfig:
         if not self.methods:
             raise ValueError(f"{fn}: `methods` must name at least one method, got ()")
         for m in self.methods:
-            checks.check_choice(fn, "methods", m, METHODS)
+            _checks.check_choice(fn, "methods", m, METHODS)
         if not self.seeds:
             raise ValueError(f"{fn}: `seeds` must hold at least one seed, got ()")
-        checks.static_int(fn, "vocab", self.vocab, minimum=3)
-        checks.static_int(fn, "train_len", self.train_len, minimum=2)
-        lag = checks.static_int(fn, "lag", self.lag, minimum=1)
+        _checks.static_int(fn, "vocab", self.vocab, minimum=3)
+        _checks.static_int(fn, "train_len", self.train_len, minimum=2)
+        lag = _checks.static_int(fn, "lag", self.lag, minimum=1)
         if lag >= self.train_len - 1:
             raise ValueError(
                 f"{fn}: `lag` must be < train_len - 1 = {self.train_len - 1}, got {lag}"
             )
         for n in self.eval_lens:
-            if checks.static_int(fn, "eval_lens", n) <= lag + 1:
+            if _checks.static_int(fn, "eval_lens", n) <= lag + 1:
                 raise ValueError(f"{fn}: `eval_lens` must all be > lag + 1 = {lag + 1}, got {n}")
         if self.features % self.heads or (self.features // self.heads) % 2:
             raise ValueError(
@@ -191,7 +190,7 @@ class ExperimentConfig:
                 f"got features={self.features}, heads={self.heads}"
             )
         for name in ("layers", "mlp", "steps", "batch", "chunk", "eval_tokens"):
-            checks.static_int(fn, name, getattr(self, name), minimum=1)
+            _checks.static_int(fn, name, getattr(self, name), minimum=1)
 
     @classmethod
     def quick(cls, **overrides: Any) -> ExperimentConfig:
@@ -216,182 +215,48 @@ class ExperimentConfig:
         return cls(**kw)
 
 
-# ------------------------------------------------------------------------------- data
-
-
-def delayed_copy_batch(
-    key: PRNGKey, *, batch: int, length: int, vocab: int, lag: int
-) -> tuple[Int[Array, "batch seq"], Int[Array, "batch seq"], Float[Array, "batch seq"]]:
-    r"""One batch of the delayed-copy task, a pure function of ``key``.
-
-    .. math::
-
-      x_0 = \mathrm{BOS},\quad x_t \sim \mathcal{U}\{1, \ldots, V-1\},\quad
-      y_t = x_{t-\mathrm{lag}},\quad w_t = [t > \mathrm{lag}]
-
-    Targets where ``w_t = 0`` are set to ``BOS`` (they are not scored). The same key
-    gives the same batch on every backend (JAX's counter-based PRNG).
-
-    Args:
-      key: a JAX PRNG key.
-      batch: number of sequences.
-      length: tokens per sequence, ``> lag + 1``.
-      vocab: vocabulary size including ``BOS = 0``.
-      lag: copy delay, ``>= 1``.
-
-    Returns:
-      ``(tokens, targets, weights)``: int32 ``[batch, length]`` twice and float32
-      ``[batch, length]`` loss weights.
-
-    Raises:
-      ValueError: ``length <= lag + 1``, ``lag < 1`` or ``vocab < 3``.
-
-    Example:
-      >>> import jax
-      >>> from embeddings_jax.experiments.extrapolation import delayed_copy_batch
-      >>> x, y, w = delayed_copy_batch(jax.random.key(0), batch=2, length=8, vocab=6, lag=3)
-      >>> x.shape, int(x[0, 0]), bool((y[:, 4:] == x[:, 1:5]).all()), float(w.sum())
-      ((2, 8), 0, True, 8.0)
-    """
-    fn = "delayed_copy_batch"
-    batch = checks.static_int(fn, "batch", batch, minimum=1)
-    lag = checks.static_int(fn, "lag", lag, minimum=1)
-    vocab = checks.static_int(fn, "vocab", vocab, minimum=3)
-    length = checks.static_int(fn, "length", length)
-    if length <= lag + 1:
-        raise ValueError(f"{fn}: `length` must be > lag + 1 = {lag + 1}, got {length}")
-    body = jax.random.randint(key, (batch, length - 1), 1, vocab, dtype=jnp.int32)
-    tokens = jnp.concatenate([jnp.full((batch, 1), BOS, jnp.int32), body], axis=1)
-    shifted = jnp.concatenate([jnp.full((batch, lag), BOS, jnp.int32), tokens[:, :-lag]], axis=1)
-    scored = jnp.arange(length) > lag
-    targets = jnp.where(scored[None, :], shifted, BOS)
-    weights = jnp.broadcast_to(scored.astype(jnp.float32)[None, :], (batch, length))
-    return tokens, targets, weights
-
-
 # ------------------------------------------------------------------------------ model
 
 
-class _Attention(nn.Module):
-    """Causal multi-head self-attention with optional rotary embedding and logit bias."""
+def study_model(
+    method: str,
+    *,
+    vocab: int,
+    max_len: int,
+    features: int = 64,
+    heads: int = 4,
+    layers: int = 2,
+    mlp: int = 256,
+    rope_factor: float = 1.0,
+) -> TinyTransformer:
+    """The :class:`~embeddings_jax.tools.models.TinyTransformer` of the study for ``method``.
 
-    heads: int
-    rope_factor: float | None = None  # None: no rotary embedding; else the PI factor
-
-    @nn.compact
-    def __call__(self, x: Array, positions: Array, bias: Array | None) -> Array:
-        features = x.shape[-1]
-        head_dim = features // self.heads
-
-        def proj(name: str) -> Array:
-            return nn.DenseGeneral((self.heads, head_dim), use_bias=False, name=name)(x)
-
-        q, k, v = proj("query"), proj("key"), proj("value")  # [batch, seq, heads, head_dim]
-        if self.rope_factor is not None:
-            scaling = None
-            if self.rope_factor != 1.0:
-                scaling = {"rope_type": "linear", "factor": float(self.rope_factor)}
-            rope = ejnn.RotaryEmbedding(base=ROPE_BASE, layout="half", scaling=scaling)
-            q, k = rope(q, positions), rope(k, positions)
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) * head_dim**-0.5
-        if bias is not None:
-            logits = logits + bias
-        seq = x.shape[-2]
-        causal = jnp.tril(jnp.ones((seq, seq), bool))
-        logits = jnp.where(causal[None, None], logits, jnp.finfo(logits.dtype).min)
-        weights = jax.nn.softmax(logits, axis=-1)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
-        return nn.DenseGeneral(features, axis=(-2, -1), use_bias=False, name="out")(out)
-
-
-class TinyDecoder(nn.Module):
-    r"""A pre-LN decoder-only transformer whose only varying part is the position method.
-
-    .. math::
-
-      h^{(0)} = E[\mathrm{ids}] + P,\quad
-      h^{(l+1)} = h' + \mathrm{MLP}(\mathrm{LN}(h')),\
-      h' = h^{(l)} + \mathrm{Attn}(\mathrm{LN}(h^{(l)})),\quad
-      \mathrm{logits} = \mathrm{LN}(h^{(L)}) E^\top
-
-    where ``P`` is zero except for ``learned``/``sinusoidal``, ``Attn`` rotates
-    queries/keys for ``rope``/``rope_pi`` and adds a ``[heads, q, k]`` bias for
-    ``alibi``/``t5`` (one T5 bias table shared by all layers, as in T5).
-
-    Attributes:
-      method: one of :data:`METHODS`.
-      vocab: vocabulary size.
-      max_len: training length (size of the ``learned`` table).
-      features, heads, layers, mlp: width, heads, depth, MLP hidden size.
-      rope_factor: linear position-interpolation factor for ``rope_pi`` (1 = none).
+    ``rope_pi`` is the ``rope`` model with its frequencies divided by ``rope_factor``;
+    the learned table is initialised with ``normal(0.5)``.
 
     Example:
       >>> import jax, jax.numpy as jnp
-      >>> from embeddings_jax.experiments.extrapolation import TinyDecoder
-      >>> model = TinyDecoder("alibi", vocab=8, max_len=16, features=16, heads=2, layers=1, mlp=32)
+      >>> model = study_model("alibi", vocab=8, max_len=16, features=16, heads=2, layers=1, mlp=32)
       >>> ids = jnp.zeros((2, 16), jnp.int32)
-      >>> params = model.init(jax.random.key(0), ids)
-      >>> model.apply(params, ids).shape
+      >>> model.apply(model.init(jax.random.key(0), ids), ids).shape
       (2, 16, 8)
     """
-
-    method: str
-    vocab: int
-    max_len: int
-    features: int = 64
-    heads: int = 4
-    layers: int = 2
-    mlp: int = 256
-    rope_factor: float = 1.0
-
-    @nn.compact
-    def __call__(self, ids: Int[Array, "batch seq"]) -> Float[Array, "batch seq vocab"]:
-        checks.check_choice("TinyDecoder", "method", self.method, METHODS)
-        seq = ids.shape[-1]
-        pos = jnp.arange(seq, dtype=jnp.int32)
-        absolute = self.method in ("learned", "sinusoidal")
-        # Vaswani et al.: token rows ~N(0, 1/d) scaled by sqrt(d), so token and sinusoid
-        # have comparable size and the tied output logits start at unit scale. Explicit
-        # positions + "clip": positions past max_len read the last learned row.
-        embed = ejnn.TokenAndPositionEmbed(
-            self.vocab,
-            self.features,
-            max_len=self.max_len if self.method == "learned" else None,
-            position=self.method if absolute else "none",
-            scale=self.features**0.5,
-            embedding_init=nn.initializers.normal(self.features**-0.5),
-            position_init=nn.initializers.normal(0.5),
-            out_of_range="clip",
-            logical_axes=None,
-            name="embed",
-        )
-        x = embed(ids, positions=jnp.broadcast_to(pos[None, :], ids.shape))
-        bias = None
-        if self.method == "alibi":
-            bias = ejnn.ALiBi(self.heads, mode="causal", name="alibi")(pos, pos)[None]
-        elif self.method == "t5":
-            bias = ejnn.RelativePositionBias(
-                self.heads,
-                num_buckets=T5_NUM_BUCKETS,
-                max_distance=T5_MAX_DISTANCE,
-                bidirectional=False,
-                logical_axes=None,
-                name="t5_bias",
-            )(pos, pos)[None]
-        rope = self.rope_factor if self.method in ("rope", "rope_pi") else None
-        positions2d = jnp.broadcast_to(pos[None, :], ids.shape)
-        for i in range(self.layers):
-            h = nn.LayerNorm(name=f"ln_attn_{i}")(x)
-            x = x + _Attention(self.heads, rope, name=f"attn_{i}")(h, positions2d, bias)
-            h = nn.LayerNorm(name=f"ln_mlp_{i}")(x)
-            h = nn.Dense(self.mlp, name=f"mlp_in_{i}")(h)
-            x = x + nn.Dense(self.features, name=f"mlp_out_{i}")(nn.gelu(h))
-        x = nn.LayerNorm(name="ln_final")(x)
-        return embed.attend(x)
+    _checks.check_choice("study_model", "method", method, METHODS)
+    return TinyTransformer(
+        vocab_size=vocab,
+        features=features,
+        num_heads=heads,
+        num_layers=layers,
+        mlp_features=mlp,
+        max_len=max_len,
+        position="rope" if method == "rope_pi" else method,
+        rope_factor=rope_factor,
+        position_init_std=0.5,
+    )
 
 
-def _model(cfg: ExperimentConfig, method: str, rope_factor: float = 1.0) -> TinyDecoder:
-    return TinyDecoder(
+def _model(cfg: ExperimentConfig, method: str, rope_factor: float = 1.0) -> TinyTransformer:
+    return study_model(
         method,
         vocab=cfg.vocab,
         max_len=cfg.train_len,
@@ -608,7 +473,11 @@ CSV_COLUMNS = (
 
 
 def run(
-    cfg: ExperimentConfig, *, show_progress: bool = True, log: Callable[[str], None] = print
+    cfg: ExperimentConfig,
+    *,
+    show_progress: bool = True,
+    log: Callable[[str], None] = print,
+    on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train and evaluate every method and seed of ``cfg``; return one row per result.
 
@@ -616,6 +485,8 @@ def run(
       cfg: the experiment configuration.
       show_progress: draw a ``rich`` progress bar per method.
       log: where to write one status line per method.
+      on_rows: called with each method's rows as soon as that method is evaluated
+        (``main`` appends them to the CSV, so a run that stops early keeps them).
 
     Returns:
       rows with the keys of :data:`CSV_COLUMNS`, in method, eval length, seed order.
@@ -658,11 +529,12 @@ def run(
             if bar is not None:
                 bar.update(task, status="evaluating")
             accs = []
+            method_rows: list[dict[str, Any]] = []
             for n in cfg.eval_lens:
                 res = evaluate(cfg, method, params, n)
                 accs.append(float(np.mean(res["accuracy"])))
                 for j, seed in enumerate(cfg.seeds):
-                    rows.append(
+                    method_rows.append(
                         dict(
                             method=method,
                             seed=seed,
@@ -677,6 +549,9 @@ def run(
                             train_seconds=round(train_s / len(cfg.seeds), 2),
                         )
                     )
+            rows.extend(method_rows)
+            if on_rows is not None:
+                on_rows(method_rows)
             total = time.perf_counter() - t0
             final = float(np.mean(np.asarray(losses[:, -1])))
             summary = " ".join(f"{n}:{a:.2f}" for n, a in zip(cfg.eval_lens, accs, strict=True))
@@ -693,11 +568,12 @@ def run(
     return rows
 
 
-def write_csv(rows: Sequence[dict[str, Any]], path: str) -> None:
-    """Write ``rows`` with the columns of :data:`CSV_COLUMNS`."""
-    with open(path, "w", newline="") as f:
+def write_csv(rows: Sequence[dict[str, Any]], path: str, *, append: bool = False) -> None:
+    """Write ``rows`` with the columns of :data:`CSV_COLUMNS` (``append``: after a header)."""
+    with open(path, "a" if append else "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=CSV_COLUMNS, lineterminator="\n")
-        w.writeheader()
+        if not append:
+            w.writeheader()
         for r in rows:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
 
@@ -782,61 +658,92 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="smoke run: 1 seed, 120 steps, a 1-layer model, train at 16, eval at 16 and 32",
     )
     parser.add_argument(
-        "--seeds", type=int, default=None, help="number of seeds (default 3; 1 with --quick)"
+        "--seeds",
+        type=_io.positive_int,
+        default=None,
+        help="number of seeds (default 3; 1 with --quick)",
     )
     parser.add_argument(
         "--out",
+        type=_io.output_dir,
         default=None,
-        help="output folder (default benchmarks/results/<device>; "
-        "./extrapolation-quick with --quick)",
+        help="output folder (default ~/.cache/embeddings-jax/extrapolation/<device>; printed); "
+        "existing files are never overwritten",
     )
     parser.add_argument(
-        "--methods", default=",".join(METHODS), help=f"comma-separated subset of {METHODS}"
+        "--methods",
+        type=_methods,
+        default=METHODS,
+        help=f"comma-separated subset of {', '.join(METHODS)}",
     )
-    parser.add_argument("--steps", type=int, default=None, help="training steps per model")
+    parser.add_argument(
+        "--steps", type=_io.positive_int, default=None, help="training steps per model"
+    )
     parser.add_argument(
         "--no-progress", action="store_true", help="plain log lines instead of a progress bar"
     )
     return parser
 
 
+def _methods(text: str) -> tuple[str, ...]:
+    """``argparse`` type: comma-separated names from :data:`METHODS`."""
+    methods = tuple(m.strip() for m in text.split(",") if m.strip())
+    unknown = [m for m in methods if m not in METHODS]
+    if not methods or unknown:
+        raise argparse.ArgumentTypeError(
+            f"must be a comma-separated subset of {', '.join(METHODS)}, got {text!r}"
+        )
+    return methods
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the experiment from parsed arguments; write CSV, PNG and a Markdown table.
+
+    The output folder is created and checked first, and each method's rows are
+    appended to the CSV as soon as it is evaluated. Existing files are never
+    overwritten: a name that is taken gets a timestamp.
 
     Returns:
       the process exit status (0).
     """
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     cfg = ExperimentConfig.quick() if args.quick else ExperimentConfig()
-    overrides: dict[str, Any] = {"methods": methods}
+    overrides: dict[str, Any] = {"methods": tuple(args.methods)}
     if args.seeds is not None:
-        n = checks.static_int("extrapolate", "seeds", args.seeds, minimum=1)
-        overrides["seeds"] = tuple(range(n))
+        overrides["seeds"] = tuple(range(args.seeds))
     if args.steps is not None:
         overrides["steps"] = args.steps
     cfg = dataclasses.replace(cfg, **overrides)
-    default_out = os.path.join("benchmarks", "results", device_name())
-    out = args.out or ("extrapolation-quick" if args.quick else default_out)
-    os.makedirs(out, exist_ok=True)
+    out = _io.prepare_out(args.out or _io.default_out("extrapolation"))
+    stem = _io.fresh_stem(out, "extrapolation", ("csv", "png", "md"))
+    csv_path, png_path, md_path = (os.path.join(out, f"{stem}.{e}") for e in ("csv", "png", "md"))
     show = not args.no_progress and sys.stderr.isatty()
+    kind = "a smoke run (--quick), not a result" if args.quick else "the full study"
     print(
-        f"extrapolate: {len(cfg.methods)} methods x {len(cfg.seeds)} seeds, {cfg.steps} steps, "
-        f"train_len={cfg.train_len}, eval_lens={list(cfg.eval_lens)}, device={device_name()}, "
-        f"load={os.getloadavg()[0]:.1f}",
+        f"extrapolate, {kind}: {len(cfg.methods)} methods x {len(cfg.seeds)} seeds, "
+        f"{cfg.steps} steps, train_len={cfg.train_len}, eval_lens={list(cfg.eval_lens)}, "
+        f"device={_io.device_name()}, load={os.getloadavg()[0]:.1f}",
         flush=True,
     )
+    warning = _io.load_warning()
+    if warning:
+        print(warning, flush=True)
+    print(f"results: {csv_path} (rows appended as each method finishes)", flush=True)
+    written = []
+
+    def append(rows: list[dict[str, Any]]) -> None:
+        write_csv(rows, csv_path, append=bool(written))
+        written.append(len(rows))
+
     t0 = time.perf_counter()
-    rows = run(cfg, show_progress=show, log=lambda s: print(s, flush=True))
+    rows = run(cfg, show_progress=show, log=lambda s: print(s, flush=True), on_rows=append)
     wall = time.perf_counter() - t0
-    csv_path = os.path.join(out, "extrapolation.csv")
-    png_path = os.path.join(out, "extrapolation.png")
-    write_csv(rows, csv_path)
     plot(rows, png_path, train_len=cfg.train_len, chance=1.0 / (cfg.vocab - 1))
     table = markdown_table(rows)
-    with open(os.path.join(out, "extrapolation.md"), "w") as f:
-        f.write(f"{table}\n\nwall time {wall:.1f} s; config: {dataclasses.asdict(cfg)}\n")
+    note = " (a --quick smoke run: one seed, tiny model; not a result)" if args.quick else ""
+    with open(md_path, "w") as f:
+        f.write(f"{table}\n\nwall time {wall:.1f} s{note}; config: {dataclasses.asdict(cfg)}\n")
     print(table)
-    print(f"wrote {csv_path}, {png_path} (wall time {wall:.1f} s)", flush=True)
+    print(f"wrote {csv_path}, {png_path}, {md_path} (wall time {wall:.1f} s)", flush=True)
     return 0
 
 
