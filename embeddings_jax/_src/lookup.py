@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from embeddings_jax._src import checks, kernels, policy
+from embeddings_jax._src import checks, kernels, meshes, policy
 from embeddings_jax._src.typing import Array, Dtype, Float, Int
 
 __all__ = ["ONE_HOT_MAX_VOCAB_TPU", "OUT_OF_RANGE_POLICIES", "attend", "embed", "resolve_method"]
@@ -55,7 +55,7 @@ def gather_rows(table: Array, idx: Array, dtype: np.dtype) -> Array:
     never cast; only the gathered rows are. A ``custom_jvp`` (rather than a
     ``custom_vjp``) keeps forward-mode autodiff working.
     """
-    rows = table.at[idx].get(mode="promise_in_bounds")
+    rows = meshes.gather(table, idx)
     return rows if rows.dtype == dtype else rows.astype(dtype)
 
 

@@ -29,7 +29,7 @@ from jax.core import ShapedArray
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
-from embeddings_jax._src import flags
+from embeddings_jax._src import flags, meshes
 from embeddings_jax._src.kernels import cpu
 
 __all__ = ["KERNEL_DTYPES", "disabled", "gather_rows", "kernel_or_xla", "status"]
@@ -91,13 +91,13 @@ def _may_use_kernel() -> bool:
 
 
 def _gather_xla(table, idx, *, dtype):
-    return table.at[idx].get(mode="promise_in_bounds").astype(dtype)
+    return meshes.gather(table, idx).astype(dtype)
 
 
-def _scatter_xla(ct, idx, *, vocab, dtype, allow=False):
+def _scatter_xla(ct, idx, *, vocab, dtype, sharding=None, allow=False):
     del allow
-    zeros = jnp.zeros((vocab,) + ct.shape[idx.ndim :], ct.dtype)
-    return zeros.at[idx].add(ct, mode="promise_in_bounds").astype(dtype)
+    shape = (vocab,) + ct.shape[idx.ndim :]
+    return meshes.scatter_add(shape, ct.dtype, idx, ct, sharding).astype(dtype)
 
 
 _gather_p = Primitive("embeddings_jax_gather_rows")
@@ -110,7 +110,7 @@ def gather_rows(table, idx, dtype):
     return _gather_p.bind(table, idx, dtype=np.dtype(dtype))
 
 
-def _scatter(ct, idx, vocab: int, dtype):
+def _scatter(ct, idx, vocab: int, dtype, sharding=None):
     dtype = np.dtype(dtype)
     allow = (
         np.dtype(ct.dtype) == np.float32
@@ -118,12 +118,12 @@ def _scatter(ct, idx, vocab: int, dtype):
         and len(ct.shape) == idx.ndim + 1
         and _may_use_kernel()
     )
-    return _scatter_p.bind(ct, idx, vocab=vocab, dtype=dtype, allow=allow)
+    return _scatter_p.bind(ct, idx, vocab=vocab, dtype=dtype, sharding=sharding, allow=allow)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4))
-def _bind_scatter_jit(ct, idx, vocab, dtype, allow):
-    return _scatter_p.bind(ct, idx, vocab=vocab, dtype=dtype, allow=allow)
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def _bind_scatter_jit(ct, idx, vocab, dtype, sharding, allow):
+    return _scatter_p.bind(ct, idx, vocab=vocab, dtype=dtype, sharding=sharding, allow=allow)
 
 
 @functools.partial(jax.jit, static_argnums=(2,))
@@ -132,26 +132,43 @@ def _gather_jit(table, idx, dtype):
 
 
 _gather_p.def_impl(lambda table, idx, *, dtype: _gather_jit(table, idx, dtype))
-_gather_p.def_abstract_eval(
-    lambda table, idx, *, dtype: ShapedArray(idx.shape + table.shape[1:], dtype)
-)
+
+
+def _gather_abstract(table, idx, *, dtype):
+    if meshes.explicit_sharding(table) is None and meshes.explicit_sharding(idx) is None:
+        return ShapedArray(idx.shape + table.shape[1:], dtype)
+    return jax.typeof(jax.eval_shape(lambda t, i: _gather_xla(t, i, dtype=dtype), table, idx))
+
+
+_gather_p.def_abstract_eval(_gather_abstract)
 mlir.register_lowering(_gather_p, mlir.lower_fun(_gather_xla, multiple_results=False))
 
 # Eagerly, run the primitive through jit so that its CPU lowering (the kernel) is used.
 _scatter_p.def_impl(
-    lambda ct, idx, *, vocab, dtype, allow: _bind_scatter_jit(ct, idx, vocab, dtype, allow)
+    lambda ct, idx, *, vocab, dtype, sharding, allow: _bind_scatter_jit(
+        ct, idx, vocab, dtype, sharding, allow
+    )
 )
-_scatter_p.def_abstract_eval(
-    lambda ct, idx, *, vocab, dtype, allow: ShapedArray((vocab,) + ct.shape[idx.ndim :], dtype)
-)
+
+
+def _scatter_abstract(ct, idx, *, vocab, dtype, sharding, allow):
+    del allow
+    shape = (vocab,) + ct.shape[idx.ndim :]
+    if sharding is None and meshes.explicit_sharding(ct) is None:
+        return ShapedArray(shape, dtype)
+    f = functools.partial(_scatter_xla, vocab=vocab, dtype=dtype, sharding=sharding)
+    return jax.typeof(jax.eval_shape(f, ct, idx))
+
+
+_scatter_p.def_abstract_eval(_scatter_abstract)
 mlir.register_lowering(_scatter_p, mlir.lower_fun(_scatter_xla, multiple_results=False))
 
 
-def _scatter_cpu_lowering(ctx, ct, idx, *, vocab, dtype, allow):
-    if allow and cpu.lowering_allows(ctx):
+def _scatter_cpu_lowering(ctx, ct, idx, *, vocab, dtype, sharding, allow):
+    if allow and sharding is None and cpu.lowering_allows(ctx):
         f = functools.partial(cpu.ffi_scatter_add_rows, vocab=vocab, dtype=dtype)
     else:
-        f = functools.partial(_scatter_xla, vocab=vocab, dtype=dtype)
+        f = functools.partial(_scatter_xla, vocab=vocab, dtype=dtype, sharding=sharding)
     return mlir.lower_fun(f, multiple_results=False)(ctx, ct, idx)
 
 
@@ -168,7 +185,8 @@ def _gather_transpose(ct, table, idx, *, dtype):
     del dtype
     if type(ct) is ad.Zero:
         return [None, None]
-    return [_scatter(ct, idx, table.aval.shape[0], table.aval.dtype), None]
+    sharding = meshes.explicit_sharding(table.aval)
+    return [_scatter(ct, idx, table.aval.shape[0], table.aval.dtype, sharding), None]
 
 
 def _scatter_jvp(primals, tangents, **params):
@@ -177,8 +195,8 @@ def _scatter_jvp(primals, tangents, **params):
     return _scatter_p.bind(ct, idx, **params), _scatter_p.bind(t_ct, idx, **params)
 
 
-def _scatter_transpose(cot, ct, idx, *, vocab, dtype, allow):
-    del vocab, dtype, allow
+def _scatter_transpose(cot, ct, idx, *, vocab, dtype, sharding, allow):
+    del vocab, dtype, sharding, allow
     if type(cot) is ad.Zero:
         return [None, None]
     return [_gather_p.bind(cot, idx, dtype=ct.aval.dtype), None]
@@ -192,9 +210,9 @@ def _gather_batch(args, dims, *, dtype):
     return jax.vmap(functools.partial(_gather_xla, dtype=dtype), in_axes=(bt, bi))(table, idx), 0
 
 
-def _scatter_batch(args, dims, *, vocab, dtype, allow):
+def _scatter_batch(args, dims, *, vocab, dtype, sharding, allow):
     del allow
-    f = functools.partial(_scatter_xla, vocab=vocab, dtype=dtype)
+    f = functools.partial(_scatter_xla, vocab=vocab, dtype=dtype, sharding=sharding)
     return jax.vmap(f, in_axes=dims)(*args), 0
 
 
@@ -256,9 +274,7 @@ def _choice_jit(*arrays, xla_fn, kernel_fn, allow, where):
 
 def _choice_abstract(*avals, xla_fn, kernel_fn, allow, where):
     del kernel_fn, allow
-    specs = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in avals]
-    out = jax.eval_shape(lambda *a: xla_fn(*_full(a, where)), *specs)
-    return ShapedArray(out.shape, out.dtype)
+    return jax.typeof(jax.eval_shape(lambda *a: xla_fn(*_full(a, where)), *avals))
 
 
 def _choice_lowering(ctx, *arrays, xla_fn, kernel_fn, allow, where, platform_cpu=False):

@@ -815,7 +815,9 @@ class RotaryEmbedding(ModuleSpec):
                 seq_len=self.seq_len,
             )
         if query and self.attn_scale is not None:
-            y = temper_queries(y, positions, attn_scale=self.attn_scale, floor_scale=self.floor_scale)
+            y = temper_queries(
+                y, positions, attn_scale=self.attn_scale, floor_scale=self.floor_scale
+            )
         return y
 
 
