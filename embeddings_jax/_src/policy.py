@@ -43,6 +43,7 @@ __all__ = [
     "check",
     "checked",
     "fill",
+    "fill_value",
     "resolve",
     "row_codes",
 ]
@@ -192,12 +193,16 @@ def resolve(
     return Resolved(idx, valid)
 
 
+def fill_value(policy: str) -> float:
+    """The value of a filled row: 0 for ``"zero"``, NaN for ``"nan"`` and ``"error"``."""
+    return 0.0 if policy == "zero" else float("nan")
+
+
 def fill(rows: Array, valid: Array | None, policy: str) -> Array:
     """Rows ``[..., d]`` with the rows of invalid ids replaced as ``policy`` says."""
     if valid is None:
         return rows
-    value = 0.0 if policy == "zero" else jnp.nan
-    return jnp.where(valid[..., None], rows, jnp.asarray(value, rows.dtype))
+    return jnp.where(valid[..., None], rows, jnp.asarray(fill_value(policy), rows.dtype))
 
 
 def row_codes(r: Resolved, policy: str) -> Array:
