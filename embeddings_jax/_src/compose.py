@@ -355,6 +355,16 @@ def _plan(
             pos, pos_valid = r
         else:
             pos, pos_valid = p.pos, None if p.overflow is None else ~p.overflow
+            if pos_valid is not None and out_of_range == "error":
+                top = int(jnp.iinfo(pos.dtype).max)
+                index = "(" + ", ".join(["{}"] * pos.ndim) + ("," if pos.ndim == 1 else "") + ")"
+                policy.report(
+                    pos_valid,
+                    pos,
+                    f"{fn}: `offset` must keep every position within {pos.dtype.name} "
+                    f"(<= {top}), got positions[{index}] = {{}} (saturated; {{}} out of "
+                    f"range); pass out_of_range='clip', 'zero' or 'nan' to handle them",
+                )
     shared = kind != "none" and (
         kind_planned == "slice" or (pos is not None and pos.ndim < len(ids_shape))
     )
