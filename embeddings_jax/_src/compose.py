@@ -254,6 +254,12 @@ def _resolve_position(fn: str, position, d: int):
     if isinstance(position, (str, SinusoidalConvention)):
         return "sinusoid", None, get_convention(position, fn)
     if hasattr(position, "shape") and hasattr(position, "dtype"):
+        if jnp.issubdtype(checks.dtype_of(position), jnp.integer):
+            raise TypeError(
+                f"{fn}: `position` must be a floating-point [max_len, features] table or a "
+                f"sinusoid convention, got an integer array of shape {tuple(position.shape)}; "
+                f"integer positions go in `positions=`"
+            )
         checks.check_floating(fn, "position", position)
         checks.check_ndim(fn, "position", position, 2, axes="max_len, features")
         if position.shape[1] != d:
@@ -325,8 +331,15 @@ def _plan(
     start = None
     position_method = None
     kind_planned = kind
+    if positions is not None and hasattr(positions, "dtype"):
+        if jnp.issubdtype(checks.dtype_of(positions), jnp.floating):
+            raise TypeError(
+                f"{fn}: `positions` must be an integer array, got dtype "
+                f"{checks.dtype_of(positions).name}; a position table goes in `position`"
+            )
+    # Validated whatever the position term (bad arguments never pass unnoticed).
+    p = position_ids(fn, ids_shape, positions=positions, segment_ids=segment_ids, offset=offset)
     if kind != "none":
-        p = position_ids(fn, ids_shape, positions=positions, segment_ids=segment_ids, offset=offset)
         if kind == "table":
             position_method = resolve_method(method, table.shape[0], fn)
             if p.static_start is not None:
