@@ -36,6 +36,11 @@ from embeddings_jax._src.sinusoidal import sinusoidal_table
 from embeddings_jax._src.surgery import extend_positions
 from embeddings_jax._src.surgery import load_pretrained
 from embeddings_jax._src.surgery import resize_vocab
+from embeddings_jax._src.tree import tree_encoding
+from embeddings_jax._src.vision import grid_positions
+from embeddings_jax._src.vision import resize_position_grid
+from embeddings_jax._src.vision import rope_2d
+from embeddings_jax._src.vision import sincos_2d
 
 from embeddings_jax import kernels
 
@@ -57,6 +62,7 @@ __all__ = (
     "embed",
     "embed_and_add",
     "extend_positions",
+    "grid_positions",
     "kernels",
     "layer_norm",
     "load_pretrained",
@@ -66,13 +72,17 @@ __all__ = (
     "positions_from_mask",
     "positions_from_offset",
     "positions_from_segments",
+    "resize_position_grid",
     "resize_vocab",
+    "rope_2d",
     "rope_frequencies",
     "rope_scaling_from_hf",
+    "sincos_2d",
     "sinusoidal",
     "sinusoidal_table",
     "t5_relative_bias",
     "t5_relative_bucket",
+    "tree_encoding",
     "vocab_parallel_attend",
     "vocab_parallel_embed",
 )

@@ -9,16 +9,20 @@ from embeddings_jax._src.modules.linen import ALiBi
 from embeddings_jax._src.modules.linen import PositionEmbed
 from embeddings_jax._src.modules.linen import RelativePositionBias
 from embeddings_jax._src.modules.linen import RotaryEmbedding
+from embeddings_jax._src.modules.linen import RotaryEmbedding2D
 from embeddings_jax._src.modules.linen import SinusoidalPositionEmbed
 from embeddings_jax._src.modules.linen import TokenAndPositionEmbed
 from embeddings_jax._src.modules.linen import TokenEmbed
+from embeddings_jax._src.modules.linen import TreePositionEmbed
 
 __all__ = (
     "ALiBi",
     "PositionEmbed",
     "RelativePositionBias",
     "RotaryEmbedding",
+    "RotaryEmbedding2D",
     "SinusoidalPositionEmbed",
     "TokenAndPositionEmbed",
     "TokenEmbed",
+    "TreePositionEmbed",
 )

@@ -9,16 +9,20 @@ from embeddings_jax._src.modules.nnx import ALiBi
 from embeddings_jax._src.modules.nnx import PositionEmbed
 from embeddings_jax._src.modules.nnx import RelativePositionBias
 from embeddings_jax._src.modules.nnx import RotaryEmbedding
+from embeddings_jax._src.modules.nnx import RotaryEmbedding2D
 from embeddings_jax._src.modules.nnx import SinusoidalPositionEmbed
 from embeddings_jax._src.modules.nnx import TokenAndPositionEmbed
 from embeddings_jax._src.modules.nnx import TokenEmbed
+from embeddings_jax._src.modules.nnx import TreePositionEmbed
 
 __all__ = (
     "ALiBi",
     "PositionEmbed",
     "RelativePositionBias",
     "RotaryEmbedding",
+    "RotaryEmbedding2D",
     "SinusoidalPositionEmbed",
     "TokenAndPositionEmbed",
     "TokenEmbed",
+    "TreePositionEmbed",
 )

@@ -307,3 +307,109 @@ def t5_bucket(rel, bidirectional=True, num_buckets=32, max_distance=128):
             ret += min(max_exact + int(v), nb - 1)
         out.append(ret)
     return np.array(out, np.int64).reshape(np.shape(rel))
+
+
+# --- positions beyond one axis: vision grids and trees (issue 16) ---
+
+
+def rope_apply_angles(x, angles, *, layout="half"):
+    """Rotate x[..., seq, heads, d] in float64 by per-pair angles [..., seq, d/2]: pair i is
+    features (i, i + d/2) ('half') or (2i, 2i + 1) ('interleaved')."""
+    x = np.asarray(x, np.float64)
+    ang = np.asarray(angles, np.float64)[..., :, None, :]  # [..., seq, 1, d/2]
+    c, s = np.cos(ang), np.sin(ang)
+    r = x.shape[-1]
+    out = x.copy()
+    if layout == "half":
+        a, b = x[..., : r // 2], x[..., r // 2 :]
+        out[..., : r // 2] = a * c - b * s
+        out[..., r // 2 :] = b * c + a * s
+    else:
+        z = (x[..., 0::2] + 1j * x[..., 1::2]) * (c + 1j * s)
+        out[..., 0::2], out[..., 1::2] = z.real, z.imag
+    return out
+
+
+def pixtral_angles(rows, cols, head_dim, base=10000.0):
+    """Pixtral (Mistral's precompute_freqs_cis_2d, HF PixtralRotaryEmbedding): freqs
+    base^(-2j/d), j < d/2; rows take freqs[0::2], columns freqs[1::2]; the angles of a
+    patch are [rows * freqs[::2] | cols * freqs[1::2]] (d/2 pairs), float64."""
+    freqs = 1.0 / base ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    r = np.asarray(rows, np.float64)[..., None]
+    c = np.asarray(cols, np.float64)[..., None]
+    return np.concatenate([r * freqs[0::2], c * freqs[1::2]], axis=-1)
+
+
+def eva_angles(rows, cols, head_dim, temperature=10000.0, scale=1.0):
+    """timm EVA-02 rope (RotaryEmbeddingCat, in_pixels=False): bands
+    temperature^(-j/(d/4)), j < d/4 (freq_bands(step=1)); t = index * ref/feat; the angles
+    [t_row * bands | t_col * bands], float64."""
+    q = head_dim // 4
+    bands = 1.0 / temperature ** (np.arange(q, dtype=np.float64) / q)
+    r = np.asarray(rows, np.float64)[..., None] * scale
+    c = np.asarray(cols, np.float64)[..., None] * scale
+    return np.concatenate([r * bands, c * bands], axis=-1)
+
+
+def dinov3_angles(coords, head_dim, base=100.0):
+    """DINOv3 rope (facebookresearch/dinov3 RopePositionEmbedding, HF
+    DINOv3ViTRopePositionEmbedding): periods base^(2j/(d/2)), j < d/4; angles
+    2 pi coords[..., a] / periods, axis-major [rows | cols], float64."""
+    q = head_dim // 4
+    periods = base ** (2.0 * np.arange(q, dtype=np.float64) / (head_dim // 2))
+    c = np.asarray(coords, np.float64)
+    return np.concatenate([2 * np.pi * c[..., a, None] / periods for a in (0, 1)], axis=-1)
+
+
+def posemb_sincos_2d(h, w, width, temperature=10000.0):
+    """big_vision models/vit.py posemb_sincos_2d (MoCo v3), float64: y, x = mgrid[:h, :w];
+    omega = 1 / temperature^(arange(width/4) / (width/4 - 1)); [sin x | cos x | sin y | cos y]."""
+    y, x = np.mgrid[:h, :w]
+    omega = np.arange(width // 4, dtype=np.float64) / (width // 4 - 1)
+    omega = 1.0 / temperature**omega
+    y = np.einsum("m,d->md", y.flatten().astype(np.float64), omega)
+    x = np.einsum("m,d->md", x.flatten().astype(np.float64), omega)
+    return np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1)
+
+
+def mae_sincos_2d(grid_size, embed_dim, cls_token=False):
+    """MAE util/pos_embed.py get_2d_sincos_pos_embed (NumPy, as released): the grid is
+    meshgrid(grid_w, grid_h) (w first), the first half encodes grid[0] (the column), each half
+    [sin(p omega) | cos(p omega)] with omega = 1 / 10000^(i / (D/4)); optional zero cls row."""
+    grid_h = np.arange(grid_size, dtype=np.float32)
+    grid_w = np.arange(grid_size, dtype=np.float32)
+    grid = np.stack(np.meshgrid(grid_w, grid_h), axis=0).reshape([2, 1, grid_size, grid_size])
+
+    def one_d(dim, pos):
+        omega = np.arange(dim // 2, dtype=np.float64) / (dim / 2.0)
+        omega = 1.0 / 10000**omega
+        out = np.einsum("m,d->md", pos.reshape(-1).astype(np.float64), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    emb = np.concatenate([one_d(embed_dim // 2, grid[0]), one_d(embed_dim // 2, grid[1])], axis=1)
+    if cls_token:
+        emb = np.concatenate([np.zeros([1, embed_dim]), emb], axis=0)
+    return emb
+
+
+def tree_stack(path, degree, max_depth):
+    """Shiv and Quirk 2019, section 3: the root is the zero vector in R^(n k); going down to
+    child i is D_i x = e_i (+) x[:-k] (push the one-hot of i on top, drop the bottom level).
+    `path` is the list of branches from the root."""
+    x = np.zeros(max_depth * degree)
+    for b in path:
+        e = np.zeros(degree)
+        e[b] = 1.0
+        x = np.concatenate([e, x[: (max_depth - 1) * degree]])
+    return x
+
+
+def tree_encoding(path, theta, degree, max_depth):
+    """The paper's parameterised encoding of one node: d = n k C; copy c uses p_c = tanh
+    theta_c, scales stack level l by p_c^l and normalises by sqrt((1 - p_c^2) d / 2); feature
+    (l k + j) C + c (level, branch, copy)."""
+    x = tree_stack(path, degree, max_depth).reshape(max_depth, degree)
+    p = np.tanh(np.asarray(theta, np.float64))
+    d = max_depth * degree * p.size
+    w = p[None, :] ** np.arange(max_depth)[:, None] * np.sqrt((1 - p**2) * d / 2)  # [n, C]
+    return (x[:, :, None] * w[:, None, :]).reshape(-1)

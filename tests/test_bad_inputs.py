@@ -42,6 +42,8 @@ POS = jnp.arange(3, dtype=jnp.int32)
 X = jnp.ones((1, 3, 2, 4), jnp.float32)  # [batch, seq, heads, head_dim]
 I32_MAX, I32_MIN = 2**31 - 1, -(2**31)
 KEY = jax.random.key(0)
+GRID6 = ej.grid_positions(2, 3)  # 6 patches, (row, column)
+X2D = jnp.ones((6, 2, 8), jnp.float32)  # [seq=6, heads, head_dim]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1529,6 +1531,277 @@ ERRORS = [
         ValueError,
         r"RelativePositionBias: `num_buckets` must be even when bidirectional",
     ),
+    # --- vision grids and trees (issue 16) ----------------------------------------------
+    Err(
+        "grid-positions-height-zero",
+        lambda: ej.grid_positions(0, 3),
+        ValueError,
+        r"grid_positions: `height` must be >= 1, got 0",
+    ),
+    Err(
+        "grid-positions-width-float",
+        lambda: ej.grid_positions(2, 3.0),
+        TypeError,
+        r"grid_positions: `width` must be an int, got 3.0 \(float\)",
+    ),
+    Err(
+        "grid-positions-normalize",
+        lambda: ej.grid_positions(2, 3, normalize="minmax"),
+        ValueError,
+        r"grid_positions: `normalize` must be one of 'centers', got 'minmax'",
+    ),
+    Err(
+        "rope2d-x-int",
+        lambda: ej.rope_2d(jnp.ones((6, 2, 8), jnp.int32), GRID6),
+        TypeError,
+        r"rope_2d: `x` must be a floating-point array, got dtype int32",
+    ),
+    Err(
+        "rope2d-head-dim-not-multiple-of-4",
+        lambda: ej.rope_2d(jnp.ones((6, 2, 6)), GRID6),
+        ValueError,
+        r"rope_2d: `x` head_dim \(last axis\) must be a multiple of 4 .*got 6",
+    ),
+    Err(
+        "rope2d-positions-bool",
+        lambda: ej.rope_2d(X2D, GRID6 > 0),
+        TypeError,
+        r"rope_2d: `positions` must be an integer or floating-point array, got dtype bool",
+    ),
+    Err(
+        "rope2d-positions-one-axis",
+        lambda: ej.rope_2d(X2D, jnp.arange(6)),
+        ValueError,
+        r"rope_2d: `positions` must be \[\.\.\., seq, 2\] \(row, column\) with seq=6 .*got shape \(6,\)",
+    ),
+    Err(
+        "rope2d-positions-three-axes",
+        lambda: ej.rope_2d(X2D, jnp.zeros((6, 3), jnp.int32)),
+        ValueError,
+        r"rope_2d: `positions` must be \[\.\.\., seq, 2\].*got shape \(6, 3\)",
+    ),
+    Err(
+        "rope2d-positions-seq-counts-prefix",
+        lambda: ej.rope_2d(X2D, GRID6, prefix_tokens=1),
+        ValueError,
+        r"rope_2d: `positions` must be \[\.\.\., seq, 2\] \(row, column\) with seq=5 .*got shape \(6, 2\)",
+    ),
+    Err(
+        "rope2d-positions-batch-mismatch",
+        lambda: ej.rope_2d(X2D[None].repeat(2, 0), jnp.zeros((3, 6, 2), jnp.int32)),
+        ValueError,
+        r"rope_2d: `positions` must be .*broadcastable to \(2,\), got shape \(3, 6, 2\)",
+    ),
+    Err(
+        "rope2d-frequencies",
+        lambda: ej.rope_2d(X2D, GRID6, frequencies="pixtral"),
+        ValueError,
+        r"rope_2d: `frequencies` must be one of 'alternate', 'per_axis', got 'pixtral'",
+    ),
+    Err(
+        "rope2d-layout",
+        lambda: ej.rope_2d(X2D, GRID6, layout="split"),
+        ValueError,
+        r"rope_2d: `layout` must be one of 'half', 'interleaved', got 'split'",
+    ),
+    Err(
+        "rope2d-base-zero",
+        lambda: ej.rope_2d(X2D, GRID6, base=0.0),
+        ValueError,
+        r"rope_2d: `base` must be a finite number > 0, got 0.0",
+    ),
+    Err(
+        "rope2d-scale-negative",
+        lambda: ej.rope_2d(X2D, GRID6, position_scale=(1.0, -2.0)),
+        ValueError,
+        r"rope_2d: `position_scale\[1\]` must be a finite number > 0, got -2.0",
+    ),
+    Err(
+        "rope2d-scale-triple",
+        lambda: ej.rope_2d(X2D, GRID6, position_scale=(1.0, 1.0, 1.0)),
+        ValueError,
+        r"rope_2d: `position_scale` must be a number or a \(row, column\) pair, got \(1.0, 1.0, 1.0\)",
+    ),
+    Err(
+        "rope2d-prefix-past-seq",
+        lambda: ej.rope_2d(X2D, GRID6[:0], prefix_tokens=7),
+        ValueError,
+        r"rope_2d: `prefix_tokens` must be <= seq \(6\), got 7",
+    ),
+    Err(
+        "rope2d-prefix-traced",
+        lambda: jax.jit(lambda n: ej.rope_2d(X2D, GRID6, prefix_tokens=n))(0),
+        ValueError,
+        r"rope_2d: `prefix_tokens` must be a static Python int",
+    ),
+    Err(
+        "sincos2d-dim-not-multiple-of-4",
+        lambda: ej.sincos_2d(2, 2, 10),
+        ValueError,
+        r"sincos_2d: `dim` must be a multiple of 4, got 10",
+    ),
+    Err(
+        "sincos2d-big-vision-dim-4",
+        lambda: ej.sincos_2d(2, 2, 4),
+        ValueError,
+        r"sincos_2d: `dim` must be >= 8 for convention='big_vision' .*got 4",
+    ),
+    Err(
+        "sincos2d-convention",
+        lambda: ej.sincos_2d(2, 2, 8, convention="moco"),
+        ValueError,
+        r"sincos_2d: `convention` must be one of 'big_vision', 'mae', got 'moco'",
+    ),
+    Err(
+        "sincos2d-dtype-int",
+        lambda: ej.sincos_2d(2, 2, 8, dtype=jnp.int32),
+        TypeError,
+        r"sincos_2d: `dtype` must be a floating-point dtype, got int32",
+    ),
+    Err(
+        "sincos2d-prefix-negative",
+        lambda: ej.sincos_2d(2, 2, 8, prefix_tokens=-1),
+        ValueError,
+        r"sincos_2d: `prefix_tokens` must be >= 0, got -1",
+    ),
+    Err(
+        "sincos2d-traced-height",
+        _jit_static(lambda h: ej.sincos_2d(h, 2, 8)),
+        ValueError,
+        r"sincos_2d: `height` must be a static Python int",
+    ),
+    Err(
+        "resize-grid-table-int",
+        lambda: ej.resize_position_grid(jnp.ones((17, 4), jnp.int32), 5, prefix_tokens=1),
+        TypeError,
+        r"resize_position_grid: `table` must be a floating-point array, got dtype int32",
+    ),
+    Err(
+        "resize-grid-table-1d",
+        lambda: ej.resize_position_grid(jnp.ones(16), 5),
+        ValueError,
+        r"resize_position_grid: `table` must be at least 2-D \[\.\.\., rows, features\], got shape \(16,\)",
+    ),
+    Err(
+        "resize-not-square-without-old-grid",
+        lambda: ej.resize_position_grid(jnp.ones((13, 4)), 5, prefix_tokens=1),
+        ValueError,
+        r"resize_position_grid: `old_grid` must be given for a grid that is not square: the table has 12 grid rows",
+    ),
+    Err(
+        "resize-old-grid-wrong-size",
+        lambda: ej.resize_position_grid(jnp.ones((13, 4)), 5, old_grid=(3, 5), prefix_tokens=1),
+        ValueError,
+        r"resize_position_grid: `old_grid` must hold the table's 12 grid rows .*got 3 x 5 = 15",
+    ),
+    Err(
+        "resize-new-grid-zero",
+        lambda: ej.resize_position_grid(jnp.ones((16, 4)), (0, 3)),
+        ValueError,
+        r"resize_position_grid: `new_grid\[0\]` must be >= 1, got 0",
+    ),
+    Err(
+        "resize-new-grid-triple",
+        lambda: ej.resize_position_grid(jnp.ones((16, 4)), (2, 3, 4)),
+        ValueError,
+        r"resize_position_grid: `new_grid` must be an int or a \(height, width\) pair, got \(2, 3, 4\)",
+    ),
+    Err(
+        "resize-prefix-past-rows",
+        lambda: ej.resize_position_grid(jnp.ones((16, 4)), 5, prefix_tokens=17),
+        ValueError,
+        r"resize_position_grid: `prefix_tokens` must be <= the table's rows \(16\), got 17",
+    ),
+    Err(
+        "resize-only-prefix-rows",
+        lambda: ej.resize_position_grid(jnp.ones((1, 4)), 5, prefix_tokens=1),
+        ValueError,
+        r"resize_position_grid: `old_grid` must be given for a grid that is not square: the table has 0 grid rows",
+    ),
+    Err(
+        "resize-method",
+        lambda: ej.resize_position_grid(jnp.ones((16, 4)), 5, method="lanczos3"),
+        ValueError,
+        r"resize_position_grid: `method` must be one of 'bicubic', 'bilinear', got 'lanczos3'",
+    ),
+    Err(
+        "resize-match",
+        lambda: ej.resize_position_grid(jnp.ones((16, 4)), 5, match="scipy"),
+        ValueError,
+        r"resize_position_grid: `match` must be one of 'torch', 'jax', got 'scipy'",
+    ),
+    Err(
+        "tree-paths-float",
+        lambda: ej.tree_encoding(jnp.ones((3, 2)), degree=2),
+        TypeError,
+        r"tree_encoding: `paths` must be an integer array, got dtype float32",
+    ),
+    Err(
+        "tree-paths-scalar",
+        lambda: ej.tree_encoding(jnp.int32(1), degree=2),
+        ValueError,
+        r"tree_encoding: `paths` must be at least 1-D \[\.\.\., steps\], got shape \(\)",
+    ),
+    Err(
+        "tree-branch-past-degree",
+        lambda: ej.tree_encoding(jnp.array([[0, 1], [2, -1]]), degree=2),
+        ValueError,
+        r"tree_encoding: `paths` must be in \[0, 2\) \(the degree; -1 ends a path\), got paths\[\(1, 0\)\] = 2 \(1 out of range\)",
+    ),
+    Err(
+        "tree-branch-below-minus-one",
+        lambda: ej.tree_encoding(jnp.array([[-3]]), degree=2),
+        ValueError,
+        r"tree_encoding: `paths` must be in \[0, 2\) \(the degree; -1 ends a path\), got paths\[\(0, 0\)\] = -3",
+    ),
+    Err(
+        "tree-degree-zero",
+        lambda: ej.tree_encoding(jnp.array([[0]]), degree=0),
+        ValueError,
+        r"tree_encoding: `degree` must be >= 1, got 0",
+    ),
+    Err(
+        "tree-no-steps-no-depth",
+        lambda: ej.tree_encoding(jnp.zeros((3, 0), jnp.int32), degree=2),
+        ValueError,
+        r"tree_encoding: `max_depth` must be given when `paths` has no steps, got paths of shape \(3, 0\)",
+    ),
+    Err(
+        "tree-decay-int",
+        lambda: ej.tree_encoding(jnp.array([[0]]), jnp.array([1]), degree=2),
+        TypeError,
+        r"tree_encoding: `decay` must be a floating-point array, got dtype int32",
+    ),
+    Err(
+        "tree-decay-2d",
+        lambda: ej.tree_encoding(jnp.array([[0]]), jnp.ones((2, 2)), degree=2),
+        ValueError,
+        r"tree_encoding: `decay` must be 1-D \[copies\], got shape \(2, 2\)",
+    ),
+    Err(
+        "tree-decay-empty",
+        lambda: ej.tree_encoding(jnp.array([[0]]), jnp.ones((0,)), degree=2),
+        ValueError,
+        r"tree_encoding: `decay` must have at least one copy, got shape \(0,\)",
+    ),
+    Err(
+        "tree-policy",
+        lambda: ej.tree_encoding(jnp.array([[0]]), degree=2, out_of_range="wrap"),
+        ValueError,
+        r"tree_encoding: `out_of_range` must be one of 'error', 'clip', 'zero', 'nan', got 'wrap'",
+    ),
+    Err(
+        "tree-module-features",
+        lambda: el.TreePositionEmbed(features=6, degree=2, max_depth=2),
+        ValueError,
+        r"TreePositionEmbed: `features` must be a multiple of max_depth \* degree = 4, got 6",
+    ),
+    Err(
+        "rope2d-module-layout",
+        lambda: en.RotaryEmbedding2D(layout="split"),
+        ValueError,
+        r"RotaryEmbedding2D: `layout` must be one of 'half', 'interleaved', got 'split'",
+    ),
 ]
 
 
@@ -1765,6 +2038,11 @@ BEHAVIOURS = [
     Ok("compose-scale-string", lambda: _scale_string()),
     Ok("compose-layer-norm-width", lambda: _layer_norm_width()),
     Ok("compose-offset-2d-message", lambda: _eaa_offset_2d()),
+    Ok("tree-out-of-range-nan-row", lambda: _tree_nan_row()),
+    Ok("tree-traced-error-policy-gives-nan", lambda: _tree_traced_error()),
+    Ok("tree-checked-raises-under-jit", lambda: _tree_checked()),
+    Ok("rope2d-no-patches", lambda: _rope2d_empty()),
+    Ok("resize-to-one-patch", lambda: _resize_to_one()),
 ]
 
 
@@ -1821,6 +2099,34 @@ def _position_embed_message():
 def _nnx_sinusoidal_convention():
     with pytest.raises(ValueError, match=r"SinusoidalPositionEmbed: `convention` must be"):
         en.SinusoidalPositionEmbed(4, convention="x")
+
+
+def _tree_nan_row():
+    out = ej.tree_encoding(jnp.array([[0, 5], [1, -1]]), degree=2, out_of_range="nan")
+    assert bool(jnp.isnan(out[0]).all()) and not bool(jnp.isnan(out[1]).any())
+
+
+def _tree_traced_error():
+    out = jax.jit(lambda p: ej.tree_encoding(p, degree=2))(jnp.array([[0, 5]]))
+    assert bool(jnp.isnan(out).all())
+
+
+def _tree_checked():
+    f = ej.checked(jax.jit(lambda p: ej.tree_encoding(p, degree=2)))
+    with pytest.raises(checkify.JaxRuntimeError, match=r"tree_encoding: `paths` must be in"):
+        f(jnp.array([[0, 5]]))
+
+
+def _rope2d_empty():
+    out = ej.rope_2d(jnp.ones((2, 0, 2, 8)), jnp.zeros((0, 2), jnp.int32))
+    assert out.shape == (2, 0, 2, 8)
+
+
+def _resize_to_one():
+    t = jnp.asarray(np.arange(1 + 9, dtype=np.float32)[:, None])
+    out = ej.resize_position_grid(t, 1, prefix_tokens=1, method="bilinear")
+    # one output sample at the centre of the 3x3 grid: the middle entry
+    np.testing.assert_array_equal(out, [[0.0], [5.0]])
 
 
 KNOWN_BAD = []

@@ -16,6 +16,8 @@ import embeddings_jax.nnx as en
 IDS = jnp.array([[0, 1, 2]], jnp.int32)
 POS = jnp.arange(3, dtype=jnp.int32)
 X = jnp.ones((1, 3, 2, 4), jnp.float32)
+GRID = jnp.array([[0, 0], [0, 1], [1, 0]], jnp.int32)  # (row, column) of 3 patches
+PATHS = jnp.array([[-1, -1], [0, -1], [1, 0]], jnp.int32)  # 3 nodes of a binary tree
 
 LINEN = {
     "TokenEmbed": (lambda dt: el.TokenEmbed(5, 4, param_dtype=dt), (IDS,)),
@@ -31,6 +33,8 @@ LINEN = {
         lambda dt: el.RelativePositionBias(2, num_buckets=8, max_distance=16, param_dtype=dt),
         (POS, POS),
     ),
+    "RotaryEmbedding2D": (lambda dt: el.RotaryEmbedding2D(), (X, GRID)),
+    "TreePositionEmbed": (lambda dt: el.TreePositionEmbed(8, 2, 2, param_dtype=dt), (PATHS,)),
 }
 
 NNX = {
@@ -42,6 +46,7 @@ NNX = {
     "RelativePositionBias": lambda dt: en.RelativePositionBias(
         2, num_buckets=8, max_distance=16, param_dtype=dt, rngs=nnx.Rngs(0)
     ),
+    "TreePositionEmbed": lambda dt: en.TreePositionEmbed(8, 2, 2, param_dtype=dt, rngs=nnx.Rngs(0)),
 }
 DTYPES = [jnp.float32, jnp.bfloat16]
 

@@ -30,6 +30,8 @@ from embeddings_jax._src.modules import spec as S
 V, D, L = 11, 8, 16
 IDS = jnp.asarray(np.random.default_rng(0).integers(0, V, (2, 5)), jnp.int32)
 POS = jnp.arange(5)
+GRID = ej.grid_positions(2, 3)  # 6 patches
+PATHS = jnp.array([[-1, -1], [0, -1], [1, -1], [1, 0], [1, 1]])  # 5 nodes of a binary tree
 
 
 class Front:
@@ -137,6 +139,14 @@ CASES = [
     ),
     ("ALiBi", (6,), {"mode": "symmetric"}, (POS, POS)),
     ("RelativePositionBias", (2,), {"num_buckets": 8, "max_distance": 16}, (POS, POS)),
+    (
+        "RotaryEmbedding2D",
+        (),
+        {"frequencies": "per_axis", "prefix_tokens": 1},
+        (jnp.ones((7, 2, D)), GRID),
+    ),
+    ("TreePositionEmbed", (D, 2, 2), {}, (PATHS,)),
+    ("TreePositionEmbed", (D, 2, 2), {"dtype": jnp.bfloat16, "logical_axes": None}, (PATHS,)),
 ]
 IDS_OF_CASES = [f"{c[0]}-{i}" for i, c in enumerate(CASES)]
 
@@ -192,6 +202,10 @@ def test_same_parameters_axes_and_outputs(case):
         ("ALiBi", (6,), {"mode": "both"}, r"ALiBi: `mode` must be one of"),
         ("ALiBi", (6,), {"head_offset": 5, "num_local_heads": 2}, r"`head_offset` must be in"),
         ("RelativePositionBias", (2,), {"num_buckets": 7}, r"`num_buckets` must be even"),
+        ("RotaryEmbedding2D", (), {"frequencies": "x"}, r"RotaryEmbedding2D: `frequencies` must"),
+        ("RotaryEmbedding2D", (), {"position_scale": (1.0, 0.0)}, r"`position_scale\[1\]` must"),
+        ("TreePositionEmbed", (10, 2, 2), {}, r"`features` must be a multiple of max_depth"),
+        ("TreePositionEmbed", (D, 0, 2), {}, r"TreePositionEmbed: `degree` must be >= 1, got 0"),
     ],
 )
 def test_bad_attributes_raise_at_construction_with_one_message(cls, args, kw, match):

@@ -1041,22 +1041,30 @@ def apply_rope(
     sin, cos = sin.reshape(shape), cos.reshape(shape)
     if af != 1.0:
         sin, cos = sin * np.float32(af), cos * np.float32(af)
-    cdt = jnp.float64 if x.dtype == jnp.float64 else jnp.float32
-    sin, cos = sin.astype(cdt), cos.astype(cdt)
-
-    xr = x[..., :rd].astype(cdt)
-    if layout == "half":
-        x1, x2 = xr[..., : rd // 2], xr[..., rd // 2 :]
-        out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-    else:
-        pairs = xr.reshape(xr.shape[:-1] + (rd // 2, 2))
-        x1, x2 = pairs[..., 0], pairs[..., 1]
-        out = jnp.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-        out = out.reshape(xr.shape)
-    out = out.astype(x.dtype)
+    out = rotate_pairs(x[..., :rd], sin, cos, layout)
     if rd == head_dim:
         return out
     return jnp.concatenate([out, x[..., rd:]], axis=-1)
+
+
+def rotate_pairs(x: Array, sin: Array, cos: Array, layout: str) -> Array:
+    """Rotate the feature pairs of ``x`` ``[..., r]`` by the angles whose ``sin``/``cos``
+    (``[..., r // 2]``, broadcast against ``x``) are given; pair ``i`` is features
+    ``(i, i + r/2)`` (``"half"``) or ``(2i, 2i + 1)`` (``"interleaved"``). Computed in
+    float32 (float64 for float64 ``x``) and cast to ``x.dtype`` once."""
+    cdt = jnp.float64 if x.dtype == jnp.float64 else jnp.float32
+    sin, cos = sin.astype(cdt), cos.astype(cdt)
+    xr = x.astype(cdt)
+    r = x.shape[-1]
+    if layout == "half":
+        x1, x2 = xr[..., : r // 2], xr[..., r // 2 :]
+        out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    else:
+        pairs = xr.reshape(xr.shape[:-1] + (r // 2, 2))
+        x1, x2 = pairs[..., 0], pairs[..., 1]
+        out = jnp.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+        out = out.reshape(xr.shape)
+    return out.astype(x.dtype)
 
 
 # --- NoPE layers: Llama 4 attention temperature tuning ------------------------------------

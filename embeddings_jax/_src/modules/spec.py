@@ -36,7 +36,9 @@ from embeddings_jax._src.compose import embed_and_add
 from embeddings_jax._src.lookup import METHODS, attend, lookup_rows, resolve_method
 from embeddings_jax._src.rotary import RopeScaling, apply_rope, resolve_scaling, temper_queries
 from embeddings_jax._src.sinusoidal import SinusoidalConvention, get_convention, sinusoidal
+from embeddings_jax._src.tree import tree_decay_init, tree_encoding
 from embeddings_jax._src.typing import Array, Dtype, Float, Initializer, Int
+from embeddings_jax._src.vision import FREQUENCIES_2D, rope_2d
 
 AxisNames = tuple[str | None, ...]
 
@@ -50,6 +52,7 @@ TOKEN_AXES: AxisNames = ("vocab", "embed")
 POSITION_AXES: AxisNames = ("length", "embed")
 NORM_AXES: AxisNames = ("embed",)
 RELPOS_AXES: AxisNames = ("relpos_buckets", "heads")
+TREE_AXES: AxisNames = ("tree_copies",)
 TOKEN_AND_POSITION_AXES = FrozenDict(
     {"token": TOKEN_AXES, "position": POSITION_AXES, "norm": NORM_AXES}
 )
@@ -957,6 +960,178 @@ class RelativePositionBias(ModuleSpec):
             bidirectional=self.bidirectional,
             max_distance=self.max_distance,
             dtype=self.dtype,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class RotaryEmbedding2D(ModuleSpec):
+    r"""2-D rotary embedding of image patches by (row, column) (no parameters).
+
+    .. math:: y = \mathrm{rope\_2d}(x, (r, c)) \quad\text{(see
+       :func:`embeddings_jax.rope_2d`)}
+
+    ``frequencies="alternate"`` with ``base=10000`` is Pixtral;
+    ``frequencies="per_axis"`` is EVA-02 (``layout="interleaved"``) and DINOv3
+    (``base=100``, ``position_scale=2 * pi``, float patch centres from
+    :func:`embeddings_jax.grid_positions`).
+
+    Attributes:
+      base: frequency base (``rope_theta``).
+      frequencies: ``"alternate"`` (Pixtral) or ``"per_axis"`` (EVA-02, DINOv3).
+      layout: ``"half"`` (HF) or ``"interleaved"`` (vLLM Pixtral, timm EVA-02).
+      position_scale: factor of the coordinates, a number or a (row, column) pair.
+      prefix_tokens: leading tokens (CLS, registers) left unrotated.
+
+    Example (linen):
+      >>> import jax.numpy as jnp
+      >>> import embeddings_jax as ej
+      >>> from embeddings_jax.linen import RotaryEmbedding2D
+      >>> rope = RotaryEmbedding2D(prefix_tokens=1)
+      >>> rope.apply({}, jnp.ones((2, 7, 3, 8)), ej.grid_positions(2, 3)).shape
+      (2, 7, 3, 8)
+
+    Example (NNX):
+      >>> from embeddings_jax import nnx as ejnnx
+      >>> ejnnx.RotaryEmbedding2D(frequencies="per_axis")(
+      ...     jnp.ones((6, 3, 8)), ej.grid_positions(2, 3)).shape
+      (6, 3, 8)
+
+    References:
+      Mistral AI, Pixtral 12B, 2024, arXiv:2410.07073. Fang et al., "EVA-02", 2023,
+      arXiv:2303.11331. Siméoni et al., "DINOv3", 2025, arXiv:2508.10104.
+    """
+
+    base: float = 10000.0
+    frequencies: str = "alternate"
+    layout: str = "half"
+    position_scale: float | tuple[float, float] = 1.0
+    prefix_tokens: int = 0
+
+    def __post_init__(self):
+        fn = _name(self)
+        checks.static_float(fn, "base", self.base, positive=True)
+        checks.check_choice(fn, "frequencies", self.frequencies, FREQUENCIES_2D)
+        checks.check_choice(fn, "layout", self.layout, ("half", "interleaved"))
+        checks.static_int(fn, "prefix_tokens", self.prefix_tokens, minimum=0)
+        scale = self.position_scale
+        if isinstance(scale, list):
+            object.__setattr__(self, "position_scale", tuple(scale))
+        pairs = scale if isinstance(scale, (tuple, list)) else (scale,)
+        if isinstance(scale, (tuple, list)) and len(scale) != 2:
+            raise ValueError(
+                f"{fn}: `position_scale` must be a number or a (row, column) pair, got {scale!r}"
+            )
+        for i, v in enumerate(pairs):
+            name = f"position_scale[{i}]" if len(pairs) == 2 else "position_scale"
+            checks.static_float(fn, name, v, positive=True)
+
+    def __call__(
+        self,
+        frame: Frame,
+        x: Float[Array, "*batch seq heads head_dim"],
+        positions: Int[Array, "*batch patches 2"] | Float[Array, "*batch patches 2"],
+    ) -> Float[Array, "*batch seq heads head_dim"]:
+        """Rotated ``x`` (same shape and dtype) for ``[..., seq - prefix_tokens, 2]``
+        (row, column) ``positions``."""
+        del frame
+        return rope_2d(
+            x,
+            positions,
+            frequencies=self.frequencies,
+            base=self.base,
+            layout=self.layout,
+            position_scale=self.position_scale,
+            prefix_tokens=self.prefix_tokens,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class TreePositionEmbed(ModuleSpec):
+    r"""Tree positional encoding with learned per-copy decays (Shiv and Quirk 2019).
+
+    .. math:: T_{(l k + j) C + c} = x_{l k + j}\; p_c^{\,l} \sqrt{(1 - p_c^2)\, d / 2},
+       \qquad p_c = \tanh\theta_c
+
+    (see :func:`embeddings_jax.tree_encoding`): ``x`` is the stack of one-hots of the
+    node's path, ``d = features = max_depth * degree * C``. The parameter is ``decay``
+    (``[C]``, the :math:`\theta_c`); add the output to
+    the token embeddings as any absolute position term.
+
+    Attributes:
+      features: encoding width ``d``, a multiple of ``max_depth * degree``.
+      degree: most children of a node, ``k``.
+      max_depth: levels of the stack ``n`` (deeper paths keep their last ``n`` steps).
+      dtype: output dtype; ``None``: the parameter dtype.
+      param_dtype: parameter dtype (float32).
+      decay_init: initializer of ``decay`` (uniform on ``[0.7, 0.999)``, as the public
+        implementations).
+      out_of_range: policy for branches outside ``[0, degree)``.
+      logical_axes: logical axis name of ``decay``, ``("tree_copies",)``, or ``None``
+        for a plain array.
+
+    Example (linen):
+      >>> import jax, jax.numpy as jnp
+      >>> from embeddings_jax.linen import TreePositionEmbed
+      >>> paths = jnp.array([[-1, -1], [0, -1], [1, -1], [1, 0]])   # [nodes, steps]
+      >>> tpe = TreePositionEmbed(features=8, degree=2, max_depth=2, logical_axes=None)
+      >>> variables = tpe.init(jax.random.key(0), paths)
+      >>> variables["params"]["decay"].shape, tpe.apply(variables, paths).shape
+      ((2,), (4, 8))
+
+    Example (NNX):
+      >>> from flax import nnx
+      >>> from embeddings_jax import nnx as ejnnx
+      >>> ejnnx.TreePositionEmbed(8, 2, 2, rngs=nnx.Rngs(0))(paths).shape
+      (4, 8)
+
+    References:
+      Shiv and Quirk, "Novel positional encodings to enable tree-based transformers",
+      NeurIPS 2019.
+    """
+
+    features: int
+    degree: int
+    max_depth: int
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    decay_init: Initializer = tree_decay_init
+    out_of_range: str = "error"
+    logical_axes: AxisNames | None = TREE_AXES
+
+    def __post_init__(self):
+        fn = _name(self)
+        _check_common(self, method=False)
+        object.__setattr__(
+            self, "logical_axes", _check_axes(fn, "logical_axes", self.logical_axes, 1)
+        )
+        k = checks.static_int(fn, "degree", self.degree, minimum=1)
+        n = checks.static_int(fn, "max_depth", self.max_depth, minimum=1)
+        if self.features % (n * k):
+            raise ValueError(
+                f"{fn}: `features` must be a multiple of max_depth * degree = {n * k}, got "
+                f"{self.features}"
+            )
+
+    def params(self):
+        copies = self.features // (self.max_depth * self.degree)
+        return (
+            ParamSpec(("decay",), (copies,), self.param_dtype, self.decay_init, self.logical_axes),
+        )
+
+    def __call__(
+        self, frame: Frame, paths: Int[Array, "*shape steps"]
+    ) -> Float[Array, "*shape features"]:
+        """Encodings of root-to-node ``paths`` (``-1`` ends a path):
+        ``paths.shape[:-1] + (features,)``."""
+        self.check_params(frame)
+        decay = frame.param("decay")
+        return tree_encoding(
+            paths,
+            jnp.asarray(decay),
+            degree=self.degree,
+            max_depth=self.max_depth,
+            out_of_range=self.out_of_range,
+            dtype=self.dtype if self.dtype is not None else self.param_dtype,
         )
 
 
