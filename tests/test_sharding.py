@@ -164,8 +164,11 @@ def test_vocab_parallel_out_of_range_matches_embed(key, policy):
     _eq(y, ej.embed(table, ids, out_of_range=policy))
 
 
-def test_vocab_parallel_error_policy(key):
-    mesh = _mesh()
+@pytest.mark.parametrize("explicit", [False, True], ids=["auto", "explicit"])
+def test_vocab_parallel_error_policy(key, explicit):
+    """Eager ids raise; under jit NaN rows, and ej.checked raises the checkify error
+    (on an explicit mesh too, where the per-device errors of shard_map are sharded)."""
+    mesh = _mesh(explicit)
     table = jax.random.normal(key, (V, D))
     bad = jnp.array([[1, V]], jnp.int32)
     with pytest.raises(ValueError, match=r"`ids` must be in \[0, 64\).*got ids\[\(0, 1\)\] = 64"):
@@ -219,3 +222,50 @@ def test_vocab_parallel_errors(key):
         )
     with pytest.raises(ValueError, match=r"`x` must have last axis features=16"):
         ej.vocab_parallel_attend(table[:V], jnp.ones((2, 8)), mesh=mesh)
+
+
+# --- explicit-sharding meshes ---------------------------------------------------------
+@pytest.mark.parametrize("explicit", [False, True], ids=["auto", "explicit"])
+@pytest.mark.parametrize("ids_spec", [P("data", None), P(None, "model")], ids=str)
+def test_eager_check_of_ids_on_several_processes_never_fetches_them(
+    key, monkeypatch, explicit, ids_spec
+):
+    """The default policy's eager check of ids this process cannot fetch (they span
+    devices of several processes), simulated on one: those ids report not being fully
+    addressable and raise when fetched. The check still raises the one message (also
+    for ids closed over by a jitted function), and valid ids look up their rows."""
+    from jax._src.array import ArrayImpl
+
+    mesh = _mesh(explicit)
+    table = jax.random.normal(key, (V, D))
+    good = np.asarray(_ids(key, (4, 8)))
+    bad = good.copy()
+    bad[3, 5], bad[3, 6] = V + 3, -1
+    spread = [jax.device_put(a, NamedSharding(mesh, ids_spec)) for a in (good, bad)]
+    marked = {id(a) for a in spread}
+    addressable, fetch = ArrayImpl.is_fully_addressable, ArrayImpl.__array__
+
+    def not_addressable(self):
+        return False if id(self) in marked else addressable.fget(self)
+
+    def no_fetch(self, *args, **kwargs):
+        if id(self) in marked:
+            raise RuntimeError("fetched ids that span non-addressable devices")
+        return fetch(self, *args, **kwargs)
+
+    monkeypatch.setattr(ArrayImpl, "is_fully_addressable", property(not_addressable))
+    monkeypatch.setattr(ArrayImpl, "__array__", no_fetch)
+    ids_s, bad_s = spread
+    assert not ids_s.is_fully_addressable
+    with pytest.raises(RuntimeError, match="fetched"):
+        np.asarray(ids_s)
+
+    _eq(ej.embed(table, ids_s), np.asarray(table)[good])
+    _eq(ej.vocab_parallel_embed(table, ids_s, mesh=mesh), np.asarray(table)[good])
+    message = r"`ids` must be in \[0, 64\).*got ids\[\(3, 5\)\] = 67 \(2 out of range\)"
+    with pytest.raises(ValueError, match=message):
+        ej.embed(table, bad_s)
+    with pytest.raises(ValueError, match=message):
+        ej.vocab_parallel_embed(table, bad_s, mesh=mesh)
+    with pytest.raises(ValueError, match=message):  # concrete ids seen while tracing
+        jax.jit(lambda t: ej.embed(t, bad_s))(table)
