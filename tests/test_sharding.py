@@ -225,6 +225,72 @@ def test_vocab_parallel_errors(key):
 
 
 # --- explicit-sharding meshes ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("rules", [RULES_1D, RULES_2D], ids=["vocab", "vocab+embed"])
+@pytest.mark.parametrize(
+    "config",
+    [dict(position="learned", layer_norm=True), dict(method="one_hot", scale=4.0)],
+    ids=["learned+norm", "one_hot"],
+)
+def test_linen_module_on_explicit_mesh_equals_unsharded(key, rules, config):
+    """The module's own lookup of a vocab-sharded table (features too, FSDP-style, with
+    RULES_2D: the batch and the features both on "data") on an explicit mesh: values
+    and gradients equal the unsharded module's; the output is sharded like the ids."""
+    mesh = _mesh(explicit=True)
+    ids = _ids(key, (4, 8))
+    m = ejl.TokenAndPositionEmbed(V, D, max_len=L, **config)
+    abstract = jax.eval_shape(m.init, key, ids)
+    shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, rules)
+    ids_s = jax.device_put(ids, NamedSharding(mesh, P("data", None)))
+    sharded = jax.jit(m.init, out_shardings=shardings)(key, ids_s)
+    assert sharded["params"]["token_embed"]["embedding"].value.sharding.spec[0] == "model"
+    single = jax.jit(m.init)(key, ids)
+
+    def loss(v, x):
+        return jnp.sum(m.apply(v, x) ** 2)
+
+    with ej.kernels.disabled():
+        want, g_want = jax.jit(jax.value_and_grad(loss))(single, ids)
+        y_want = jax.jit(m.apply)(single, ids)
+    y = jax.jit(m.apply)(sharded, ids_s)
+    assert y.sharding.spec == P("data", None, None)
+    np.testing.assert_allclose(y, y_want, rtol=1e-6, atol=1e-6)
+    got, g = jax.jit(jax.value_and_grad(loss))(sharded, ids_s)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
+        nn.meta.unbox(g),
+        nn.meta.unbox(g_want),
+    )
+    table_grad = nn.meta.unbox(g)["params"]["token_embed"]["embedding"]
+    assert (
+        table_grad.sharding.spec
+        == sharded["params"]["token_embed"]["embedding"].value.sharding.spec
+    )
+
+
+def test_nnx_module_on_explicit_mesh_eager_and_jit(key):
+    """NNX created under the rules on an explicit mesh, called eagerly (outside
+    jax.set_mesh) and under nnx.jit, with tied logits: equal to the unsharded module."""
+    mesh = _mesh(explicit=True)
+    ids = _ids(key, (4, 8))
+    ids_s = jax.device_put(ids, NamedSharding(mesh, P("data", None)))
+    single = ejn.TokenAndPositionEmbed(V, D, max_len=L, layer_norm=True, rngs=nnx.Rngs(0))
+    with jax.set_mesh(mesh), nn.logical_axis_rules(RULES_2D):
+        m = ejn.TokenAndPositionEmbed(V, D, max_len=L, layer_norm=True, rngs=nnx.Rngs(0))
+    assert m.token_embed.embedding[...].sharding.spec == P("model", "data")
+
+    def logits(m, x):
+        return m.attend(m(x))
+
+    with ej.kernels.disabled():
+        want = nnx.jit(logits)(single, ids)
+    for got in (logits(m, ids_s), nnx.jit(logits)(m, ids_s)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        assert got.sharding.spec == P("data", None, "model")
+
+
 @pytest.mark.parametrize("explicit", [False, True], ids=["auto", "explicit"])
 @pytest.mark.parametrize("ids_spec", [P("data", None), P(None, "model")], ids=str)
 def test_eager_check_of_ids_on_several_processes_never_fetches_them(

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from embeddings_jax._src import checks, kernels, policy
+from embeddings_jax._src import checks, kernels, meshes, policy
 from embeddings_jax._src.kernels import cpu as kernel_cpu
 from embeddings_jax._src.lookup import acc_dtype, check_array, resolve_method, rows_of
 from embeddings_jax._src.norm import check_norm_params, layer_norm, normalize
@@ -477,6 +477,7 @@ def _add_shared_jvp(primals, tangents):
 
 def _add_position(x: Array, p: Array) -> Array:
     """Add a position term that is either full-shape or shared over the leading axes."""
+    p = meshes.like(p, x)
     if p.shape == x.shape:
         return x + p
     if p.ndim >= 2 and p.shape[-2:] == x.shape[-2:] and all(s == 1 for s in p.shape[:-2]):

@@ -151,6 +151,7 @@ def one_hot_rows(table: Array, idx: Array, dtype) -> Array:
         (((hot.ndim - 1,), (0,)), ((), ())),
         precision=lax.Precision.HIGHEST,
         preferred_element_type=acc_dtype(tdt),
+        out_sharding=meshes.rows_sharding(both, idx),  # explicit meshes: as the gather
     )
     rows, c = out[..., :d].astype(dtype), out[..., d:]
     sign = jnp.where(c < 0, uint(1 << (nbits - 1)), uint(0))
