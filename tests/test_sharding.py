@@ -291,6 +291,52 @@ def test_nnx_module_on_explicit_mesh_eager_and_jit(key):
         assert got.sharding.spec == P("data", None, "model")
 
 
+@pytest.mark.parametrize(
+    "name", ["embed", "embed_and_add", "embed_and_add+norm", "vocab_parallel_embed"]
+)
+def test_reverse_mode_on_explicit_mesh_outside_set_mesh(key, name):
+    """Gradients of a vocab-sharded table with data-sharded ids and explicit-typed
+    position/norm operands, outside jax.set_mesh: under jit, and eagerly through jax.vjp
+    (no zero tangent is built for the ids or the undifferentiated operands); eager
+    jax.grad inside jax.set_mesh (JAX needs the mesh for a scalar's cotangent there)."""
+    mesh = _mesh(explicit=True)
+    table = jax.random.normal(key, (V, D))
+    ids = _ids(jax.random.key(1), (4, 8))
+    pos = jax.random.normal(jax.random.key(2), (L, D))
+    norm = (jnp.full((D,), 1.5), jnp.full((D,), 0.25))
+    fns = {
+        "embed": lambda t, i, p, n: ej.embed(t, i),
+        "embed_and_add": lambda t, i, p, n: ej.embed_and_add(t, i, p),
+        "embed_and_add+norm": lambda t, i, p, n: ej.embed_and_add(t, i, p, norm=n),
+        "vocab_parallel_embed": lambda t, i, p, n: ej.vocab_parallel_embed(
+            t, i, mesh=mesh, batch_axis="data"
+        ),
+    }
+    f = fns[name]
+
+    def put(x, *spec):
+        return jax.device_put(x, NamedSharding(mesh, P(*spec)))
+
+    t_s, i_s, p_s = put(table, "model", None), put(ids, "data", None), put(pos, None, None)
+    n_s = tuple(put(a, None) for a in norm)
+    with ej.kernels.disabled():
+        y_want, vjp = jax.vjp(lambda t: f(t, ids, pos, norm), table)
+        (g_want,) = vjp(2 * y_want)
+
+    def loss(t, i, p, n):
+        return jnp.sum(f(t, i, p, n) ** 2)
+
+    g_jit = jax.jit(jax.grad(loss))(t_s, i_s, p_s, n_s)
+    y, vjp = jax.vjp(lambda t: f(t, i_s, p_s, n_s), t_s)
+    (g_vjp,) = vjp(2 * y)
+    with jax.set_mesh(mesh):
+        g_grad = jax.grad(loss)(t_s, i_s, p_s, n_s)
+    np.testing.assert_allclose(y, y_want, rtol=1e-6, atol=1e-6)
+    for g in (g_jit, g_vjp, g_grad):
+        np.testing.assert_allclose(g, g_want, rtol=1e-5, atol=1e-5)
+        assert g.sharding.spec == P("model", None)
+
+
 @pytest.mark.parametrize("explicit", [False, True], ids=["auto", "explicit"])
 @pytest.mark.parametrize("ids_spec", [P("data", None), P(None, "model")], ids=str)
 def test_eager_check_of_ids_on_several_processes_never_fetches_them(

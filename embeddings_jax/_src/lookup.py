@@ -59,14 +59,18 @@ def gather_rows(table: Array, idx: Array, dtype: np.dtype) -> Array:
     return rows if rows.dtype == dtype else rows.astype(dtype)
 
 
-@gather_rows.defjvp
 def _gather_rows_jvp(dtype, primals, tangents):
     table, idx = primals
-    t_table, _ = tangents
+    t_table, _ = tangents  # idx's is a symbolic zero; the rule runs only if t_table isn't
     acc = acc_dtype(table.dtype)
     # A linear gather whose transpose (the gradient) is the compiled scatter on CPU.
     t_rows = kernels.gather_rows(t_table, idx, acc).astype(dtype)
     return gather_rows(table, idx, dtype), t_rows
+
+
+# Symbolic zeros: the integer ids get no (float0) zero tangent built, which eagerly on an
+# explicit-sharding mesh outside `jax.set_mesh` cannot be placed (a ValueError in JAX).
+gather_rows.defjvp(_gather_rows_jvp, symbolic_zeros=True)
 
 
 def check_array(fn: str, name: str, x) -> None:
@@ -175,10 +179,12 @@ def _patch(rows: Array, keep: Array, special: Array) -> Array:
     return jnp.where(keep, rows, special)
 
 
-@_patch.defjvp
 def _patch_jvp(primals, tangents):
     rows, keep, special = primals
-    return _patch(rows, keep, special), tangents[0]
+    return _patch(rows, keep, special), tangents[0]  # the others: symbolic zeros
+
+
+_patch.defjvp(_patch_jvp, symbolic_zeros=True)  # no float0 zero for `keep` (gather_rows)
 
 
 def lookup_rows(
