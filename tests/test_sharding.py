@@ -236,7 +236,8 @@ def test_vocab_parallel_errors(key):
 def test_linen_module_on_explicit_mesh_equals_unsharded(key, rules, config):
     """The module's own lookup of a vocab-sharded table (features too, FSDP-style, with
     RULES_2D: the batch and the features both on "data") on an explicit mesh: values
-    and gradients equal the unsharded module's; the output is sharded like the ids."""
+    and gradients equal the unsharded module's; the output is sharded like the ids and
+    the table is never all-gathered (forward or gradient)."""
     mesh = _mesh(explicit=True)
     ids = _ids(key, (4, 8))
     m = ejl.TokenAndPositionEmbed(V, D, max_len=L, **config)
@@ -253,10 +254,15 @@ def test_linen_module_on_explicit_mesh_equals_unsharded(key, rules, config):
     with ej.kernels.disabled():
         want, g_want = jax.jit(jax.value_and_grad(loss))(single, ids)
         y_want = jax.jit(m.apply)(single, ids)
-    y = jax.jit(m.apply)(sharded, ids_s)
+    apply = jax.jit(m.apply).lower(sharded, ids_s).compile()
+    y = apply(sharded, ids_s)
     assert y.sharding.spec == P("data", None, None)
     np.testing.assert_allclose(y, y_want, rtol=1e-6, atol=1e-6)
-    got, g = jax.jit(jax.value_and_grad(loss))(sharded, ids_s)
+    step = jax.jit(jax.value_and_grad(loss)).lower(sharded, ids_s).compile()
+    got, g = step(sharded, ids_s)
+    # Rows are looked up where they live: the table is never all-gathered.
+    assert _table_all_gathers(apply.as_text(), V, D) == []
+    assert _table_all_gathers(step.as_text(), V, D) == []
     np.testing.assert_allclose(got, want, rtol=1e-6)
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
