@@ -507,6 +507,7 @@ def main(out: Path) -> None:
 
     pid = initialize()
     import jax
+    from jax.experimental import mesh_utils
     from jax.sharding import AxisType
 
     # The test suite's strictness (tests/conftest.py).
@@ -526,9 +527,14 @@ def main(out: Path) -> None:
     for kind in os.environ.get("EJ_MULTIHOST_KINDS", "auto,explicit").split(","):
         axis_type = AxisType.Explicit if kind == "explicit" else AxisType.Auto
         mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(axis_type,) * 2)
-        # "data" across the processes, "model" inside each (the layout the guide advises).
+        # "data" across the processes, "model" inside each (the layout the guide advises),
+        # as the guide's explicit construction also gives.
         assert [d.process_index for d in mesh.devices[:, 0]] == [0, 1]
         assert len({d.process_index for d in mesh.devices[pid]}) == 1
+        hybrid = mesh_utils.create_hybrid_device_mesh(
+            (1, jax.local_device_count()), (jax.process_count(), 1), process_is_granule=True
+        )
+        assert (hybrid == mesh.devices).all(), (hybrid, mesh.devices)
         ctx = Ctx(pid, mesh, kind == "explicit", out)
         for name, f in CHECKS.items():
             if only and name not in only.split(","):
