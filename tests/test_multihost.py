@@ -115,24 +115,35 @@ print(f"child {i} port {os.environ['EJ_MP_PORT']} of {os.environ['EJ_MP_NUM_PROC
       file=sys.stderr, flush=True)
 if sys.argv[2] == "fail" and i == 1:
     sys.exit(3)
+if sys.argv[2] == "hang":  # a grandchild too: the whole process group must go
+    import subprocess
+    grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    Path(sys.argv[1], f"{i}.grandchild").write_text(str(grandchild.pid))
 if sys.argv[2] != "ok":
     time.sleep(600)
 """
 
 
 def _gone(pid: int) -> bool:
+    """No such process, or a zombie (killed, not yet reaped: orphans go to an init that
+    may reap late in a container)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
 
 
 @pytest.mark.parametrize("mode", ["ok", "fail", "hang"])
 def test_harness_reports_and_kills(tmp_path, monkeypatch, mode):
     """Every child gets its id, the port and the count; a failed child has the others
-    killed after a grace period, a hung run is killed at the timeout; either way the
-    error shows every child's exit status and stderr and no child survives."""
+    killed after a grace period, a hung run is killed at the timeout (with the children's
+    own children: process groups); either way the error shows every child's exit status
+    and stderr and no process survives."""
     script = tmp_path / "child.py"
     script.write_text(textwrap.dedent(CHILD))
     monkeypatch.setattr(multiprocess, "GRACE_S", 0.5)
@@ -152,5 +163,10 @@ def test_harness_reports_and_kills(tmp_path, monkeypatch, mode):
     assert "child 0 port" in message and "child 1 port" in message
     if mode == "fail":
         assert "process 1: exit status 3" in message
-    for i in range(2):
-        assert _gone(int((tmp_path / f"{i}.pid").read_text()))
+    pids = [int((tmp_path / f"{i}.pid").read_text()) for i in range(2)]
+    if mode == "hang":
+        pids += [int((tmp_path / f"{i}.grandchild").read_text()) for i in range(2)]
+    deadline = time.monotonic() + 10  # a killed grandchild is reaped by init, not by us
+    while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(_gone(pid) for pid in pids), pids
