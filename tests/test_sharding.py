@@ -164,8 +164,11 @@ def test_vocab_parallel_out_of_range_matches_embed(key, policy):
     _eq(y, ej.embed(table, ids, out_of_range=policy))
 
 
-def test_vocab_parallel_error_policy(key):
-    mesh = _mesh()
+@pytest.mark.parametrize("explicit", [False, True], ids=["auto", "explicit"])
+def test_vocab_parallel_error_policy(key, explicit):
+    """Eager ids raise; under jit NaN rows, and ej.checked raises the checkify error
+    (on an explicit mesh too, where the per-device errors of shard_map are sharded)."""
+    mesh = _mesh(explicit)
     table = jax.random.normal(key, (V, D))
     bad = jnp.array([[1, V]], jnp.int32)
     with pytest.raises(ValueError, match=r"`ids` must be in \[0, 64\).*got ids\[\(0, 1\)\] = 64"):
@@ -219,3 +222,169 @@ def test_vocab_parallel_errors(key):
         )
     with pytest.raises(ValueError, match=r"`x` must have last axis features=16"):
         ej.vocab_parallel_attend(table[:V], jnp.ones((2, 8)), mesh=mesh)
+
+
+# --- explicit-sharding meshes ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "rules, config",
+    [
+        (RULES_1D, dict(position="learned", layer_norm=True)),
+        (RULES_2D, dict(position="learned", layer_norm=True)),
+        (RULES_2D, dict(method="one_hot", scale=4.0)),  # (TPU's default for small V)
+    ],
+    ids=["vocab-learned+norm", "vocab+embed-learned+norm", "vocab+embed-one_hot"],
+)
+def test_linen_module_on_explicit_mesh_equals_unsharded(key, rules, config):
+    """The module's own lookup of a vocab-sharded table (features too, FSDP-style, with
+    RULES_2D: the batch and the features both on "data") on an explicit mesh: values
+    and gradients equal the unsharded module's; the output is sharded like the ids and
+    the table is never all-gathered (forward or gradient)."""
+    mesh = _mesh(explicit=True)
+    ids = _ids(key, (4, 8))
+    m = ejl.TokenAndPositionEmbed(V, D, max_len=L, **config)
+    abstract = jax.eval_shape(m.init, key, ids)
+    shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, rules)
+    ids_s = jax.device_put(ids, NamedSharding(mesh, P("data", None)))
+    sharded = jax.jit(m.init, out_shardings=shardings)(key, ids_s)
+    assert sharded["params"]["token_embed"]["embedding"].value.sharding.spec[0] == "model"
+    single = jax.jit(m.init)(key, ids)
+
+    def loss(v, x):
+        return jnp.sum(m.apply(v, x) ** 2)
+
+    with ej.kernels.disabled():
+        want, g_want = jax.jit(jax.value_and_grad(loss))(single, ids)
+        y_want = jax.jit(m.apply)(single, ids)
+    apply = jax.jit(m.apply).lower(sharded, ids_s).compile()
+    y = apply(sharded, ids_s)
+    assert y.sharding.spec == P("data", None, None)
+    np.testing.assert_allclose(y, y_want, rtol=1e-6, atol=1e-6)
+    step = jax.jit(jax.value_and_grad(loss)).lower(sharded, ids_s).compile()
+    got, g = step(sharded, ids_s)
+    # Rows are looked up where they live: the table is never all-gathered.
+    assert _table_all_gathers(apply.as_text(), V, D) == []
+    assert _table_all_gathers(step.as_text(), V, D) == []
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
+        nn.meta.unbox(g),
+        nn.meta.unbox(g_want),
+    )
+    table_grad = nn.meta.unbox(g)["params"]["token_embed"]["embedding"]
+    assert (
+        table_grad.sharding.spec
+        == sharded["params"]["token_embed"]["embedding"].value.sharding.spec
+    )
+
+
+def test_nnx_module_on_explicit_mesh_eager_and_jit(key):
+    """NNX created under the rules on an explicit mesh, called eagerly (outside
+    jax.set_mesh) and under nnx.jit, with tied logits: equal to the unsharded module."""
+    mesh = _mesh(explicit=True)
+    ids = _ids(key, (4, 8))
+    ids_s = jax.device_put(ids, NamedSharding(mesh, P("data", None)))
+    single = ejn.TokenAndPositionEmbed(V, D, max_len=L, layer_norm=True, rngs=nnx.Rngs(0))
+    with jax.set_mesh(mesh), nn.logical_axis_rules(RULES_2D):
+        m = ejn.TokenAndPositionEmbed(V, D, max_len=L, layer_norm=True, rngs=nnx.Rngs(0))
+    assert m.token_embed.embedding[...].sharding.spec == P("model", "data")
+
+    def logits(m, x):
+        return m.attend(m(x))
+
+    with ej.kernels.disabled():
+        want = nnx.jit(logits)(single, ids)
+    for got in (logits(m, ids_s), nnx.jit(logits)(m, ids_s)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        assert got.sharding.spec == P("data", None, "model")
+
+
+@pytest.mark.parametrize(
+    "name", ["embed", "embed_and_add", "embed_and_add+norm", "vocab_parallel_embed"]
+)
+def test_reverse_mode_on_explicit_mesh_outside_set_mesh(key, name):
+    """Gradients of a vocab-sharded table with data-sharded ids and explicit-typed
+    position/norm operands, outside jax.set_mesh: under jit, and eagerly through jax.vjp
+    (no zero tangent is built for the ids or the undifferentiated operands). (An eager
+    jax.grad of a scalar needs jax.set_mesh on an explicit mesh, in JAX itself.)"""
+    mesh = _mesh(explicit=True)
+    table = jax.random.normal(key, (V, D))
+    ids = _ids(jax.random.key(1), (4, 8))
+    pos = jax.random.normal(jax.random.key(2), (L, D))
+    norm = (jnp.full((D,), 1.5), jnp.full((D,), 0.25))
+    fns = {
+        "embed": lambda t, i, p, n: ej.embed(t, i),
+        "embed_and_add": lambda t, i, p, n: ej.embed_and_add(t, i, p),
+        "embed_and_add+norm": lambda t, i, p, n: ej.embed_and_add(t, i, p, norm=n),
+        "vocab_parallel_embed": lambda t, i, p, n: ej.vocab_parallel_embed(
+            t, i, mesh=mesh, batch_axis="data"
+        ),
+    }
+    f = fns[name]
+
+    def put(x, *spec):
+        return jax.device_put(x, NamedSharding(mesh, P(*spec)))
+
+    t_s, i_s, p_s = put(table, "model", None), put(ids, "data", None), put(pos, None, None)
+    n_s = tuple(put(a, None) for a in norm)
+    with ej.kernels.disabled():
+        y_want, vjp = jax.vjp(lambda t: f(t, ids, pos, norm), table)
+        (g_want,) = vjp(2 * y_want)
+
+    def loss(t, i, p, n):
+        return jnp.sum(f(t, i, p, n) ** 2)
+
+    g_jit = jax.jit(jax.grad(loss))(t_s, i_s, p_s, n_s)
+    y, vjp = jax.vjp(lambda t: f(t, i_s, p_s, n_s), t_s)
+    (g_vjp,) = vjp(2 * y)
+    np.testing.assert_allclose(y, y_want, rtol=1e-6, atol=1e-6)
+    for g in (g_jit, g_vjp):
+        np.testing.assert_allclose(g, g_want, rtol=1e-5, atol=1e-5)
+        assert g.sharding.spec == P("model", None)
+
+
+@pytest.mark.parametrize("explicit", [False, True], ids=["auto", "explicit"])
+@pytest.mark.parametrize("ids_spec", [P("data", None), P(None, "model")], ids=str)
+def test_eager_check_of_ids_on_several_processes_never_fetches_them(
+    key, monkeypatch, explicit, ids_spec
+):
+    """The default policy's eager check of ids this process cannot fetch (they span
+    devices of several processes), simulated on one: those ids report not being fully
+    addressable and raise when fetched. The check still raises the one message (also
+    for ids closed over by a jitted function), and valid ids look up their rows."""
+    from jax._src.array import ArrayImpl
+
+    mesh = _mesh(explicit)
+    table = jax.random.normal(key, (V, D))
+    good = np.asarray(_ids(key, (4, 8)))
+    bad = good.copy()
+    bad[3, 5], bad[3, 6] = V + 3, -1
+    spread = [jax.device_put(a, NamedSharding(mesh, ids_spec)) for a in (good, bad)]
+    marked = {id(a) for a in spread}
+    addressable, fetch = ArrayImpl.is_fully_addressable, ArrayImpl.__array__
+
+    def not_addressable(self):
+        return False if id(self) in marked else addressable.fget(self)
+
+    def no_fetch(self, *args, **kwargs):
+        if id(self) in marked:
+            raise RuntimeError("fetched ids that span non-addressable devices")
+        return fetch(self, *args, **kwargs)
+
+    monkeypatch.setattr(ArrayImpl, "is_fully_addressable", property(not_addressable))
+    monkeypatch.setattr(ArrayImpl, "__array__", no_fetch)
+    ids_s, bad_s = spread
+    assert not ids_s.is_fully_addressable
+    with pytest.raises(RuntimeError, match="fetched"):
+        np.asarray(ids_s)
+
+    _eq(ej.embed(table, ids_s), np.asarray(table)[good])
+    _eq(ej.vocab_parallel_embed(table, ids_s, mesh=mesh), np.asarray(table)[good])
+    message = r"`ids` must be in \[0, 64\).*got ids\[\(3, 5\)\] = 67 \(2 out of range\)"
+    with pytest.raises(ValueError, match=message):
+        ej.embed(table, bad_s)
+    with pytest.raises(ValueError, match=message):
+        ej.vocab_parallel_embed(table, bad_s, mesh=mesh)
+    with pytest.raises(ValueError, match=message):  # concrete ids seen while tracing
+        jax.jit(lambda t: ej.embed(t, bad_s))(table)

@@ -17,8 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
-from embeddings_jax._src import checks, kernels, policy
+from embeddings_jax._src import checks, kernels, meshes, policy
 from embeddings_jax._src.kernels import cpu as kernel_cpu
 from embeddings_jax._src.lookup import acc_dtype, check_array, resolve_method, rows_of
 from embeddings_jax._src.norm import check_norm_params, layer_norm, normalize
@@ -486,20 +487,27 @@ def _add_shared(x: Array, p: Array) -> Array:
     return x + p.reshape((1,) * (x.ndim - p.ndim) + p.shape)
 
 
-@_add_shared.defjvp
 def _add_shared_jvp(primals, tangents):
     x, p = primals
-    x_dot, p_dot = tangents
+    x_dot, p_dot = tangents  # either may be a symbolic zero (not both)
+    if isinstance(p_dot, SymbolicZero):
+        return _add_shared(x, p), x_dot
     n = x.size // max(p.size, 1)
     ones = jnp.ones((n, 1), p_dot.dtype)
     bcast = lax.dot_general(
         ones, p_dot.reshape(1, -1), (((1,), (0,)), ((), ())), precision=lax.Precision.HIGHEST
-    )
-    return _add_shared(x, p), x_dot + bcast.reshape(x.shape)
+    ).reshape(x.shape)
+    return _add_shared(x, p), bcast if isinstance(x_dot, SymbolicZero) else x_dot + bcast
+
+
+# Symbolic zeros: no zero tangent is built for an operand that is not differentiated
+# (eagerly on an explicit-sharding mesh outside `jax.set_mesh`, JAX cannot place it).
+_add_shared.defjvp(_add_shared_jvp, symbolic_zeros=True)
 
 
 def _add_position(x: Array, p: Array) -> Array:
     """Add a position term that is either full-shape or shared over the leading axes."""
+    p = meshes.like(p, x)
     if p.shape == x.shape:
         return x + p
     if p.ndim >= 2 and p.shape[-2:] == x.shape[-2:] and all(s == 1 for s in p.shape[:-2]):

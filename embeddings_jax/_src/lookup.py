@@ -63,15 +63,19 @@ def gather_rows(table: Array, idx: Array, dtype: np.dtype, fill: float | None = 
     return rows if rows.dtype == dtype else rows.astype(dtype)
 
 
-@gather_rows.defjvp
 def _gather_rows_jvp(dtype, fill, primals, tangents):
     table, idx = primals
-    t_table, _ = tangents
+    t_table, _ = tangents  # idx's is a symbolic zero; the rule runs only if t_table isn't
     acc = acc_dtype(table.dtype)
     # A linear gather whose transpose (the gradient) is the compiled scatter on CPU;
     # filled rows have a zero tangent (and are dropped from the gradient).
     t_rows = kernels.gather_rows(t_table, idx, acc, fill=fill is not None).astype(dtype)
     return gather_rows(table, idx, dtype, fill), t_rows
+
+
+# Symbolic zeros: the integer ids get no (float0) zero tangent built, which eagerly on an
+# explicit-sharding mesh outside `jax.set_mesh` cannot be placed (a ValueError in JAX).
+gather_rows.defjvp(_gather_rows_jvp, symbolic_zeros=True)
 
 
 def check_array(fn: str, name: str, x) -> None:
@@ -156,6 +160,7 @@ def one_hot_rows(table: Array, idx: Array, dtype) -> Array:
         (((hot.ndim - 1,), (0,)), ((), ())),
         precision=lax.Precision.HIGHEST,
         preferred_element_type=acc_dtype(tdt),
+        out_sharding=meshes.rows_sharding(both, idx),  # explicit meshes: as the gather
     )
     rows, c = out[..., :d].astype(dtype), out[..., d:]
     sign = jnp.where(c < 0, uint(1 << (nbits - 1)), uint(0))
@@ -179,10 +184,12 @@ def _patch(rows: Array, keep: Array, special: Array) -> Array:
     return jnp.where(keep, rows, special)
 
 
-@_patch.defjvp
 def _patch_jvp(primals, tangents):
     rows, keep, special = primals
-    return _patch(rows, keep, special), tangents[0]
+    return _patch(rows, keep, special), tangents[0]  # the others: symbolic zeros
+
+
+_patch.defjvp(_patch_jvp, symbolic_zeros=True)  # no float0 zero for `keep` (gather_rows)
 
 
 def lookup_rows(

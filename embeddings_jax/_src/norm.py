@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from embeddings_jax._src import checks
+from embeddings_jax._src import checks, meshes
 from embeddings_jax._src.typing import Array, Float
 
 __all__ = ["check_norm_params", "layer_norm", "normalize"]
@@ -58,10 +58,11 @@ def normalize(x: Array, scale, bias, eps: float) -> Array:
     var = jnp.mean(centered * centered, axis=-1, keepdims=True)
     eps_scaled = jnp.maximum(jnp.asarray(eps, x.dtype) * inv * inv * inv * inv, tiny)
     y = centered * lax.rsqrt(var + eps_scaled)
+    lead = (1,) * (y.ndim - 1)
     if scale is not None:
-        y = y * jnp.asarray(scale, x.dtype).reshape((1,) * (y.ndim - 1) + (-1,))
+        y = y * meshes.like(jnp.asarray(scale, x.dtype).reshape(lead + (-1,)), y)
     if bias is not None:
-        y = y + jnp.asarray(bias, x.dtype).reshape((1,) * (y.ndim - 1) + (-1,))
+        y = y + meshes.like(jnp.asarray(bias, x.dtype).reshape(lead + (-1,)), y)
     return y
 
 

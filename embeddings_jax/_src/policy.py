@@ -22,17 +22,19 @@ bounds in their own dtype (or widened exactly), never wrapped into int32 first, 
 
 from __future__ import annotations
 
-import contextlib
 import functools
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jax.experimental import checkify
+from jax.sharding import PartitionSpec
 
-from embeddings_jax._src import checks, flags
+from embeddings_jax._src import checks, flags, meshes
 from embeddings_jax._src.typing import Array
 
 __all__ = [
@@ -91,33 +93,29 @@ def _saturate_host(a: np.ndarray, size: int) -> np.ndarray:
     return np.clip(a.astype(np.int64), -1, size).astype(np.int32)
 
 
-@functools.partial(jax.jit, static_argnums=(1,))
-def _first_bad(ids: Array, size: int):
-    """``(count, flat index, value)`` of the first id outside ``[0, size)``.
+def _locate(ids: Array, bad: Array):
+    """``(count, flat index, value)`` of the first ``bad`` id (index ``ids.size`` and
+    the dtype's minimum when none is).
 
-    Only reductions (no dynamic indexing), so it runs on arrays sharded over any mesh,
-    explicit axes and several processes included; the results are replicated scalars.
+    Elementwise operations and full reductions only (no reshape, no dynamic index), so
+    it compiles for ids sharded in any way over any mesh, explicit axes and several
+    processes included, outside any mesh context; the results are replicated scalars.
     """
-    flat = ids.reshape(-1)
-    s = checks.saturate(flat, -1, size)
-    bad = (s < 0) | (s >= size)
-    first = jnp.argmax(bad)
-    here = jnp.arange(flat.shape[0]) == first
-    value = jnp.max(jnp.where(here, flat, jnp.iinfo(flat.dtype).min))
+    flat = jnp.zeros((), jnp.int32)  # each element's row-major flat index
+    for axis in range(ids.ndim):
+        stride = jnp.int32(math.prod(ids.shape[axis + 1 :]))
+        flat = flat + lax.broadcasted_iota(jnp.int32, ids.shape, axis) * stride
+    first = jnp.min(jnp.where(bad, flat, jnp.int32(ids.size)))
+    low = jnp.asarray(jnp.iinfo(ids.dtype).min, ids.dtype)
+    value = jnp.max(jnp.where(flat == first, ids, low))
     return jnp.sum(bad, dtype=jnp.int32), first, value
 
 
-def _mesh_of(x) -> contextlib.AbstractContextManager:
-    """The mesh context an array sharded over explicit mesh axes must be jitted in."""
-    mesh = getattr(getattr(x, "sharding", None), "mesh", None)
-    current = jax.sharding.get_abstract_mesh()
-    if mesh is None or getattr(mesh, "empty", True) or not (current is None or current.empty):
-        return contextlib.nullcontext()
-    if not jax.core.trace_state_clean():
-        return contextlib.nullcontext()
-    if not any("Explicit" in str(t) for t in getattr(mesh, "axis_types", ())):
-        return contextlib.nullcontext()
-    return jax.set_mesh(mesh)
+@functools.partial(jax.jit, static_argnums=(1,))
+def _first_bad(ids: Array, size: int):
+    """:func:`_locate` of the ids outside ``[0, size)``, as one computation."""
+    s = checks.saturate(ids, -1, size)
+    return _locate(ids, (s < 0) | (s >= size))
 
 
 def _raise_first_bad(fn: str, name: str, ids, size: int, what: str) -> None:
@@ -125,7 +123,8 @@ def _raise_first_bad(fn: str, name: str, ids, size: int, what: str) -> None:
 
     Ids this process holds entirely are checked on the host (ids are small next to any
     table). Ids spread over devices of several processes are never fetched: a jitted
-    reduction on their devices gives three replicated scalars.
+    reduction on their devices (every process runs it: the eager call is collective)
+    gives three replicated scalars, read from this process's own copy.
     """
     if checks.is_host(ids) or ids.is_fully_addressable:
         with jax.transfer_guard("allow"):  # the caller's guard is about its own transfers
@@ -139,8 +138,10 @@ def _raise_first_bad(fn: str, name: str, ids, size: int, what: str) -> None:
     else:
         if ids.size == 0:
             return
-        with _mesh_of(ids), jax.transfer_guard("allow"):
-            count, first, value = (int(v) for v in _first_bad(ids, size))
+        # Concrete ids seen while tracing (closed over by a jitted caller): run now.
+        with jax.ensure_compile_time_eval(), jax.transfer_guard("allow"):
+            out = _first_bad(ids, size)
+            count, first, value = (int(np.asarray(v.addressable_data(0))) for v in out)
         if count == 0:
             return
     where = (int(i) for i in np.unravel_index(first, np.shape(ids)))
@@ -195,16 +196,11 @@ def report(valid: Array, values: Array, message: str) -> None:
     ``jit``) nothing is emitted, so the default path carries no effect.
     """
     shape = tuple(valid.shape)
-    n = int(np.prod(shape))
-    if not flags.checks_enabled() or n == 0:
+    if not flags.checks_enabled() or math.prod(shape) == 0:
         return
-    flat = valid.reshape(-1)
-    first = jnp.argmin(flat)
-    value = jnp.asarray(values).reshape(-1)
-    value = jnp.max(jnp.where(jnp.arange(n) == first, value, jnp.iinfo(value.dtype).min))
+    count, first, value = _locate(jnp.asarray(values), ~valid)
     where = jnp.unravel_index(first, shape) if shape else ()
-    count = jnp.sum(~flat, dtype=jnp.int32)
-    checkify.check(jnp.all(flat), message, *where, value, count)
+    checkify.check(count == 0, message, *where, value, count)
 
 
 def fill_value(policy: str) -> float:
@@ -229,13 +225,6 @@ def row_codes(r: Resolved, policy: str) -> Array:
         return r.idx
     code = ZERO_ROW if policy == "zero" else NAN_ROW
     return jnp.where(r.valid, r.idx, jnp.int32(code))
-
-
-def _host_if_addressable(x):
-    if isinstance(x, jax.Array) and x.is_fully_addressable:
-        with jax.transfer_guard("allow"):
-            return np.asarray(x)
-    return x
 
 
 def checked(f: Callable[..., T]) -> Callable[..., T]:
@@ -289,11 +278,24 @@ def checked(f: Callable[..., T]) -> Callable[..., T]:
             )
         with flags.enable_checks(True):
             err, out = checkify.checkify(f, errors=checkify.user_checks)(*args, **kwargs)
-        # checkify keeps one error per device under shard_map; reducing them where they
-        # are sharded over explicit mesh axes fails (a sort over a sharded axis), so they
-        # are brought to the host first (small arrays) when this process holds them.
-        err = jax.tree.map(_host_if_addressable, err)
-        err.throw()
+        _replicated(err).throw()
         return out
 
     return run
+
+
+def _replicated(err: checkify.Error) -> checkify.Error:
+    """``err`` with its explicitly sharded arrays replicated.
+
+    Under ``shard_map`` checkify reports one error per device, sharded over the mesh;
+    ``throw`` picks the first with a sort, which an explicit-sharding mesh refuses on
+    a sharded axis (``ShardingTypeError``). The arrays are a few scalars per device.
+    """
+
+    def one(x):
+        sharding = meshes.explicit_sharding(x) if isinstance(x, jax.Array) else None
+        if sharding is None or not any(e is not None for e in sharding.spec):
+            return x
+        return jax.sharding.reshard(x, x.sharding.update(spec=PartitionSpec()))
+
+    return jax.tree.map(one, err)

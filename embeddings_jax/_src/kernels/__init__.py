@@ -289,8 +289,18 @@ def _choice_lowering(ctx, *arrays, xla_fn, kernel_fn, allow, where, platform_cpu
 
 def _choice_jvp(primals, tangents, *, xla_fn, kernel_fn, allow, where):
     del kernel_fn, allow
-    tangents = tuple(ad.instantiate_zeros(t) for t in tangents)
-    return jax.jvp(lambda *a: xla_fn(*_full(a, where)), tuple(primals), tangents)
+    # Differentiate the operands with tangents only: no zero tangent is built for the
+    # others (the integer ids' float0 zeros cannot be placed eagerly on an explicit mesh
+    # outside `jax.set_mesh`).
+    live = [i for i, t in enumerate(tangents) if type(t) is not ad.Zero]
+
+    def f(*diff):
+        arrays = list(primals)
+        for i, x in zip(live, diff, strict=True):
+            arrays[i] = x
+        return xla_fn(*_full(arrays, where))
+
+    return jax.jvp(f, tuple(primals[i] for i in live), tuple(tangents[i] for i in live))
 
 
 def _choice_batch(args, dims, *, xla_fn, kernel_fn, allow, where):

@@ -70,7 +70,7 @@ def _load() -> dict[str, object]:
 
 
 def _on_cpu(f, *args):
-    cpu = jax.devices("cpu")[0]
+    cpu = jax.local_devices(backend="cpu")[0]  # this process's: several may run
     args = [jax.device_put(a, cpu) for a in args]
     with jax.default_device(cpu):
         return np.asarray(jax.jit(f)(*args))
