@@ -345,12 +345,6 @@ ERRORS = [
         ValueError,
         r"SinusoidalConvention: `base` must be a finite number > 0, got nan",
     ),
-    Err(
-        "convention-concat-natural-odd",
-        lambda: ej.SinusoidalConvention(layout="concat", odd_dim="natural"),
-        ValueError,
-        r"SinusoidalConvention: `odd_dim` must be 'pad' or 'error' when layout='concat'",
-    ),
     # --- positions -----------------------------------------------------------------
     Err(
         "offset-shape-3d",

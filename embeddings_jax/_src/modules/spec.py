@@ -1073,6 +1073,8 @@ class ALiBi(ModuleSpec):
       head_offset: first head of this module's slice when heads are sharded.
       num_local_heads: number of heads of the slice; ``None``: all.
       dtype: bias dtype.
+      max_bias: the slopes' exponent scale ``b`` (:math:`m_h = 2^{-b h / n}`; 8 in the
+        paper and BLOOM, MPT's ``alibi_bias_max``).
 
     Example (linen):
       >>> import jax.numpy as jnp
@@ -1094,13 +1096,21 @@ class ALiBi(ModuleSpec):
     head_offset: int = 0
     num_local_heads: int | None = None
     dtype: Dtype = jnp.float32
+    max_bias: float = 8.0
 
     def __post_init__(self):
         fn = _name(self)
         check_alibi_args(fn, self.num_heads, self.mode)
         checks.check_float_dtype(fn, "dtype", self.dtype)
-        alibi_slopes(
-            self.num_heads, head_offset=self.head_offset, num_local_heads=self.num_local_heads
+        checks.static_float(fn, "max_bias", self.max_bias, positive=True)
+        self._slopes()
+
+    def _slopes(self):
+        return alibi_slopes(
+            self.num_heads,
+            max_bias=self.max_bias,
+            head_offset=self.head_offset,
+            num_local_heads=self.num_local_heads,
         )
 
     def __call__(
@@ -1108,10 +1118,9 @@ class ALiBi(ModuleSpec):
     ) -> Float[Array, "*batch heads q k"]:
         """Bias ``[..., heads, q, k]`` to add to the attention logits."""
         del frame
-        slopes = alibi_slopes(
-            self.num_heads, head_offset=self.head_offset, num_local_heads=self.num_local_heads
+        return alibi_bias(
+            q_positions, k_positions, self._slopes(), mode=self.mode, dtype=self.dtype
         )
-        return alibi_bias(q_positions, k_positions, slopes, mode=self.mode, dtype=self.dtype)
 
 
 @dataclasses.dataclass(frozen=True)
