@@ -133,6 +133,12 @@ CASES = [
     ),
     ("TokenAndPositionEmbed", (V, D), {"position": "none", "logical_axes": None}, (IDS,)),
     (
+        "TokenAndPositionEmbed",
+        (V, D),
+        {"max_len": L, "layer_norm": True, "num_token_types": 2, "scale": 3.0, "round_scale": True},
+        (IDS,),
+    ),
+    (
         "RotaryEmbedding",
         (),
         {"scaling": {"rope_type": "linear", "factor": 2.0}},

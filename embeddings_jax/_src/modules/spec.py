@@ -53,9 +53,15 @@ default_position_init = jax.nn.initializers.normal(stddev=0.02)
 TOKEN_AXES: AxisNames = ("vocab", "embed")
 POSITION_AXES: AxisNames = ("length", "embed")
 NORM_AXES: AxisNames = ("embed",)
+TOKEN_TYPE_AXES: AxisNames = (None, "embed")  # a few rows: replicated, features like the rest
 RELPOS_AXES: AxisNames = ("relpos_buckets", "heads")
 TOKEN_AND_POSITION_AXES = FrozenDict(
-    {"token": TOKEN_AXES, "position": POSITION_AXES, "norm": NORM_AXES}
+    {
+        "token": TOKEN_AXES,
+        "position": POSITION_AXES,
+        "norm": NORM_AXES,
+        "token_type": TOKEN_TYPE_AXES,
+    }
 )
 POSITION_KINDS = ("learned", "sinusoidal", "none")
 
@@ -688,12 +694,12 @@ class SinusoidalPositionEmbed(ModuleSpec):
 
 @dataclasses.dataclass(frozen=True)
 class TokenAndPositionEmbed(ModuleSpec):
-    r"""Token plus position embedding, optionally scaled, layer-normalised and dropped out.
+    r"""Token plus position (plus token-type) embedding, scaled, layer-normalised, dropped out.
 
     .. math::
 
       X_{b,t} = \mathrm{dropout}\Big(\mathrm{LN}\big(s\, E[\mathrm{ids}_{b,t}]
-        + P[\mathrm{pos}_{b,t}]\big)\Big)
+        + T[\mathrm{tt}_{b,t}] + P[\mathrm{pos}_{b,t}]\big)\Big)
 
     ``P`` is a learned ``[max_len, features]`` table, an exact sinusoid, or nothing
     (``position="none"``). ``pos`` is ``arange(seq) + offset`` (``offset`` an int or a
@@ -709,9 +715,14 @@ class TokenAndPositionEmbed(ModuleSpec):
     ``nnx.Cache``, created by the constructor or by :meth:`init_cache`) and advances it
     by ``seq`` on every call.
 
+    ``T`` is the token-type (segment) table of BERT, RoBERTa, XLM-R and ELECTRA, present
+    with ``num_token_types``; ``token_type_ids`` default to type 0 (Hugging Face's
+    default). The terms are summed in HF ``BertEmbeddings``' order, ``(s E + T) + P``.
+
     Parameters: ``token_embed/embedding`` ``[V, d]``, ``position_embed/embedding``
-    ``[max_len, d]`` (``position="learned"``), ``norm/scale`` and ``norm/bias`` ``[d]``
-    (``layer_norm=True``).
+    ``[max_len, d]`` (``position="learned"``), ``token_type_embed/embedding``
+    ``[num_token_types, d]`` (``num_token_types`` set), ``norm/scale`` and
+    ``norm/bias`` ``[d]`` (``layer_norm=True``).
 
     Attributes:
       num_embeddings: vocabulary size.
@@ -734,9 +745,15 @@ class TokenAndPositionEmbed(ModuleSpec):
       method: lookup method.
       decode: keep the offset in the cache variable ``cache_index``.
       logical_axes: logical axis names per parameter group, a mapping with the keys
-        ``"token"``, ``"position"`` and ``"norm"`` (default: ``("vocab", "embed")``,
-        ``("length", "embed")``, ``("embed",)``; a missing key or ``None`` makes that
-        group a plain array), or ``None`` for plain arrays everywhere.
+        ``"token"``, ``"position"``, ``"norm"`` and ``"token_type"`` (default:
+        ``("vocab", "embed")``, ``("length", "embed")``, ``("embed",)``,
+        ``(None, "embed")``; a missing key or ``None`` makes that group a plain array),
+        or ``None`` for plain arrays everywhere.
+      num_token_types: number of token types (BERT's ``type_vocab_size``), or ``None``
+        for no token-type term.
+      token_type_init: token-type table initializer (``normal(0.02)``, as BERT).
+      round_scale: round ``scale`` to the parameter dtype before multiplying, as
+        Hugging Face's Gemma models do (see :func:`embeddings_jax.embed_and_add`).
 
     Example (linen, decoding with the cache):
       >>> import jax, jax.numpy as jnp
@@ -791,6 +808,9 @@ class TokenAndPositionEmbed(ModuleSpec):
     method: str = "auto"
     decode: bool = False
     logical_axes: Mapping[str, AxisNames | None] | None = TOKEN_AND_POSITION_AXES
+    num_token_types: int | None = None
+    token_type_init: Initializer = default_position_init
+    round_scale: bool = False
 
     METHODS: ClassVar[tuple[str, ...]] = ("__call__", "attend")
     DECODES: ClassVar[bool] = True
@@ -818,6 +838,15 @@ class TokenAndPositionEmbed(ModuleSpec):
             raise TypeError(f"{fn}: `layer_norm` must be a bool, got {self.layer_norm!r}")
         if not isinstance(self.decode, (bool, np.bool_)):
             raise TypeError(f"{fn}: `decode` must be a bool, got {self.decode!r}")
+        if self.num_token_types is not None:
+            checks.static_int(fn, "num_token_types", self.num_token_types, minimum=1)
+        if not isinstance(self.round_scale, (bool, np.bool_)):
+            raise TypeError(f"{fn}: `round_scale` must be a bool, got {self.round_scale!r}")
+        if self.round_scale and self.scale is None:
+            raise ValueError(
+                f"{fn}: `round_scale` must be False without a `scale` (there is nothing to "
+                f"round), got round_scale=True and scale=None"
+            )
         acc = checks.promote_float(self.param_dtype, jnp.float32)
         checks.check_epsilon(fn, "layer_norm_epsilon", self.layer_norm_epsilon, acc)
         axes = self.logical_axes
@@ -827,7 +856,7 @@ class TokenAndPositionEmbed(ModuleSpec):
                     f"{fn}: `logical_axes` must be None or a mapping with keys among "
                     f"{sorted(TOKEN_AND_POSITION_AXES)}, got {axes!r}"
                 )
-            sizes = {"token": 2, "position": 2, "norm": 1}
+            sizes = {"token": 2, "position": 2, "norm": 1, "token_type": 2}
             axes = FrozenDict(
                 {k: _check_axes(fn, f"logical_axes[{k!r}]", v, sizes[k]) for k, v in axes.items()}
             )
@@ -855,6 +884,16 @@ class TokenAndPositionEmbed(ModuleSpec):
                     pdt,
                     self.position_init,
                     self._axes("position"),
+                )
+            )
+        if self.num_token_types is not None:
+            out.append(
+                ParamSpec(
+                    ("token_type_embed", "embedding"),
+                    (self.num_token_types, d),
+                    pdt,
+                    self.token_type_init,
+                    self._axes("token_type"),
                 )
             )
         if self.layer_norm:
@@ -903,6 +942,7 @@ class TokenAndPositionEmbed(ModuleSpec):
         segment_ids: Int[Array, "*batch seq"] | None = None,
         offset: int | Int[Array, "*batch"] = 0,
         deterministic: bool = True,
+        token_type_ids: Int[Array, "*batch seq"] | None = None,
     ) -> Float[Array, "*batch seq features"]:
         """Embed ``ids`` ``[..., seq]`` -> ``[..., seq, features]``.
 
@@ -913,15 +953,22 @@ class TokenAndPositionEmbed(ModuleSpec):
           offset: int, or an integer array of shape ``ids.shape[:-1]``, added to the
             positions (decoding).
           deterministic: disable dropout.
+          token_type_ids: integer token types broadcastable to ``ids.shape`` (needs
+            ``num_token_types``); ``None``: type 0 everywhere.
 
         Raises:
-          TypeError: non-integer ``ids``/``positions``/``offset``.
+          TypeError: non-integer ``ids``/``positions``/``offset``/``token_type_ids``.
           ValueError: ``seq > max_len``, ``offset`` together with ``decode=True``,
-            shape mismatches.
+            shape mismatches, ``token_type_ids`` without ``num_token_types``.
         """
         fn = _name(self)
         self.check_params(frame)
         _check_ids(fn, ids, min_ndim=1)
+        if token_type_ids is not None and self.num_token_types is None:
+            raise ValueError(
+                f"{fn}: `token_type_ids` must be None unless the module has token types "
+                f"(set num_token_types), got {checks.describe(token_type_ids)}"
+            )
         if self.decode:
             offset = self._decode_offset(frame, ids, positions, segment_ids, offset)
         seq = np.shape(ids)[-1]
@@ -957,6 +1004,13 @@ class TokenAndPositionEmbed(ModuleSpec):
             out_of_range=self.out_of_range,
             method=self.method,
             dtype=self.dtype,
+            token_type_ids=token_type_ids,
+            token_type_table=(
+                None
+                if self.num_token_types is None
+                else frame.param("token_type_embed", "embedding")
+            ),
+            round_scale=self.round_scale,
         )
         if self.dropout_rate > 0:
             x = frame.dropout(x, self.dropout_rate, deterministic)
