@@ -257,3 +257,24 @@ def test_module_option(fw):
     )
     np.testing.assert_allclose(call(token_type_ids=TT), want, atol=2e-6)
     np.testing.assert_array_equal(call(), call(token_type_ids=jnp.zeros_like(TT)))
+
+
+def test_round_scale_and_mask_positions_under_transformations():
+    """A traced scale is rounded the same way; the gradient sees the rounded scale;
+    positions_from_mask(start=, pad_position=) under jit and vmap."""
+    d = 1152
+    emb = jnp.asarray(rng.normal(size=(5, d)), jnp.bfloat16)
+    ids = jnp.array([[0, 4, 4]])
+    f = jax.jit(lambda t, s: ej.embed_and_add(t, ids, None, scale=s, round_scale=True))
+    np.testing.assert_array_equal(
+        f(emb, jnp.float32(d**0.5)),
+        ej.embed_and_add(emb, ids, None, scale=d**0.5, round_scale=True),
+    )
+    g = jax.jit(jax.grad(lambda t: jnp.sum(f(t, d**0.5).astype(jnp.float32))))(emb)
+    assert g.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(g[4], np.float32), np.full(d, 68.0))  # 2 * 34
+    mask = jnp.array([[0, 1, 1, 0], [1, 1, 1, 1]], bool)
+    want = ej.positions_from_mask(mask, start=5, pad_position=-1)
+    got = jax.vmap(jax.jit(lambda m: ej.positions_from_mask(m, start=5, pad_position=-1)))(mask)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(want, [[-1, 5, 6, -1], [5, 6, 7, 8]])
