@@ -473,7 +473,37 @@ ERRORS = [
         "eaa-position-table-int",
         lambda: ej.embed_and_add(T, IDS, P.astype(jnp.int32)),
         TypeError,
-        r"embed_and_add: `position` must be a floating-point array, got dtype int32",
+        r"embed_and_add: `position` must be a floating-point \[max_len, features\] table or a "
+        r"sinusoid convention, got an integer array of shape \(3, 4\); integer positions go in "
+        r"`positions=`",
+    ),
+    Err(
+        "eaa-positions-float-table",
+        lambda: ej.embed_and_add(T, IDS, None, positions=P),
+        TypeError,
+        r"embed_and_add: `positions` must be an integer array, got dtype float32; a position "
+        r"table goes in `position`",
+    ),
+    Err(
+        "eaa-positions-float-without-position-term",
+        lambda: ej.embed_and_add(T, IDS, None, positions=jnp.ones((1, 3))),
+        TypeError,
+        r"embed_and_add: `positions` must be an integer array",
+    ),
+    Err(
+        "rope-forgotten-heads-axis",
+        lambda: ej.apply_rope(jnp.ones((2, 5, 8)), jnp.arange(5)),
+        ValueError,
+        r"apply_rope: `positions` must be .*x of shape \(2, 5, 8\) is read as \[..., seq, heads, "
+        r"head_dim\]: is its heads axis missing\?",
+    ),
+    Err(
+        "linen-tp-position-rope",
+        lambda: el.TokenAndPositionEmbed(5, 4, position="rope"),
+        ValueError,
+        r"TokenAndPositionEmbed: `position` must be one of 'learned', 'sinusoidal', 'none', got "
+        r"'rope'; rotary positions act inside attention: use position='none' here and "
+        r"RotaryEmbedding",
     ),
     Err(
         "eaa-position-width-mismatch",

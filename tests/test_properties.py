@@ -267,3 +267,68 @@ def test_extend_positions_interpolate_stays_within_neighbours(table, new):
     low = np.minimum(t[lo], t[hi])
     high = np.maximum(t[lo], t[hi])
     assert np.all(out >= low) and np.all(out <= high)
+
+
+# --- every integer dtype, x64 on and off (issue 13, classes 1 and 2) ------------------
+
+INT_DTYPES = [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64]
+_POLICY_EMBED = {
+    p: (lambda t, i, p=p: ej.embed(t, i, out_of_range=p)) for p in ("clip", "zero", "nan")
+}
+_POLICY_EMBED_JIT = {p: jax.jit(f) for p, f in _POLICY_EMBED.items()}
+
+
+@pytest.mark.parametrize("x64", [False, True], ids=["x64-off", "x64-on"])
+@pytest.mark.parametrize("policy", ["clip", "zero", "nan"])
+@given(data=st.data())
+def test_embed_any_integer_dtype_matches_the_reference(x64, policy, data):
+    """Ids drawn over the whole range of a random integer dtype, into a table whose size
+    may exceed that range: every row is what the policy says, never a wrapped row."""
+    dtype = data.draw(st.sampled_from(INT_DTYPES), label="dtype")
+    info = np.iinfo(dtype)
+    size = data.draw(st.sampled_from([1, 7, 255, 257, 40000]), label="size")
+    vals = data.draw(
+        st.lists(st.integers(int(info.min), int(info.max)), min_size=3, max_size=3), label="ids"
+    )
+    table = np.arange(size * 2, dtype=np.float32).reshape(size, 2)
+    with jax.enable_x64(x64):
+        if x64 or np.dtype(dtype).itemsize <= 4:
+            ids = jnp.asarray(np.asarray(vals, dtype))  # a JAX array of that dtype
+            f = _POLICY_EMBED_JIT[policy]
+        else:
+            # Host 64-bit ids without x64: given to the library directly (a jitted
+            # function's own arguments are converted to int32 by JAX at the jit boundary).
+            ids, f = np.asarray(vals, dtype), _POLICY_EMBED[policy]
+        got = np.asarray(f(jnp.asarray(table), ids))
+    want = []
+    for v in vals:
+        if 0 <= v < size:
+            want.append(table[v])
+        elif policy == "clip":
+            want.append(table[min(max(v, 0), size - 1)])
+        else:
+            want.append(np.full(2, 0.0 if policy == "zero" else np.nan, np.float32))
+    np.testing.assert_array_equal(got, np.stack(want))
+
+
+@pytest.mark.parametrize("x64", [False, True], ids=["x64-off", "x64-on"])
+@given(data=st.data())
+def test_relative_positions_any_integer_dtype(x64, data):
+    """ALiBi and T5 buckets of positions in a random integer dtype equal the exact
+    (Python integer) relative positions: no wrap, no sign flip."""
+    types = INT_DTYPES if x64 else INT_DTYPES[:6]
+    dtype = data.draw(st.sampled_from(types), label="dtype")
+    info = np.iinfo(dtype)
+    q = data.draw(st.lists(st.integers(int(info.min), int(info.max)), min_size=2, max_size=2))
+    k = data.draw(st.lists(st.integers(int(info.min), int(info.max)), min_size=2, max_size=2))
+    with jax.enable_x64(x64):
+        qa, ka = jnp.asarray(np.asarray(q, dtype)), jnp.asarray(np.asarray(k, dtype))
+        bias = np.asarray(ej.alibi_bias(qa, ka, jnp.ones(1, jnp.float32)))[0]
+        sym = np.asarray(ej.alibi_bias(qa, ka, jnp.ones(1, jnp.float32), mode="symmetric"))[0]
+    rel = np.asarray([[kj - qi for kj in k] for qi in q], dtype=object)
+    np.testing.assert_array_equal(bias, np.asarray(rel, np.float64).astype(np.float32))
+    np.testing.assert_array_equal(sym, -np.abs(np.asarray(rel, np.float64)).astype(np.float32))
+    buckets = [[ref.t5_bucket(int(r), True, 32, 128) for r in row] for row in rel]
+    with jax.enable_x64(x64):
+        b5 = ej.t5_relative_bias(qa, ka, jnp.arange(32.0)[:, None])
+    np.testing.assert_array_equal(np.asarray(b5)[0], np.asarray(buckets, np.float32))

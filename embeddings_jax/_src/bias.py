@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Literal
+from typing import Literal, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.experimental import checkify
 
-from embeddings_jax._src import checks
+from embeddings_jax._src import checks, flags
 from embeddings_jax._src.typing import Array, ArrayLike, Dtype, Float, Int
 
 __all__ = [
@@ -102,22 +105,66 @@ def alibi_slopes(
         raise ValueError(f"{fn}: `num_local_heads` must be <= num_heads ({n}), got {local}")
     table = jnp.asarray(alibi_slopes_np(n, b), jnp.float32)
     if isinstance(head_offset, (int, np.integer)) and not isinstance(head_offset, bool):
+        _check_head_offset(fn, int(head_offset), n, local)
         off = int(head_offset)
-        if off < 0 or off + local > n:
-            raise ValueError(
-                f"{fn}: `head_offset` must be in [0, {n - local}] for num_local_heads={local} "
-                f"of num_heads={n}, got {off}"
-            )
         return table[off : off + local]
-    off = checks.as_int_array(fn, "head_offset", head_offset)
-    checks.check_ndim(fn, "head_offset", off, 0)
-    return lax.dynamic_slice(table, (off.astype(jnp.int32),), (local,))
+    checks.check_integer(fn, "head_offset", head_offset)
+    checks.check_ndim(fn, "head_offset", head_offset, 0)
+    if not checks.is_traced(head_offset):  # a concrete array: checked now, as an int
+        with jax.transfer_guard("allow"):
+            _check_head_offset(fn, int(np.asarray(head_offset)), n, local)
+    off = checks.saturate(checks.as_int_array(fn, "head_offset", head_offset), -1, n)
+    valid = (off >= 0) & (off <= n - local)
+    if flags.checks_enabled():
+        checkify.check(
+            valid,
+            f"{fn}: `head_offset` must be in [0, {n - local}] for num_local_heads={local} "
+            f"of num_heads={n}, got {{}}",
+            head_offset,
+        )
+    slopes = lax.dynamic_slice(table, (jnp.clip(off, 0, n - local),), (local,))
+    # A traced offset past the heads (the default policy under jit): NaN slopes.
+    return jnp.where(valid, slopes, jnp.float32(jnp.nan))
 
 
-def _relative(fn: str, q_positions, k_positions) -> Array:
-    """``k - q`` as int32 ``[..., 1, q, k]`` (a heads axis of 1 before ``q``)."""
-    q = checks.as_int_array(fn, "q_positions", q_positions).astype(jnp.int32)
-    k = checks.as_int_array(fn, "k_positions", k_positions).astype(jnp.int32)
+def _check_head_offset(fn: str, off: int, n: int, local: int) -> None:
+    if off < 0 or off + local > n:
+        raise ValueError(
+            f"{fn}: `head_offset` must be in [0, {n - local}] for num_local_heads={local} "
+            f"of num_heads={n}, got {off}"
+        )
+
+
+class _Rel(NamedTuple):
+    """``k - q`` exactly, for positions of any integer dtypes: its sign, its magnitude
+    (unsigned, saturated at the type's maximum), and its magnitude as float32 (one
+    rounding of the exact value, also where the unsigned magnitude saturates)."""
+
+    neg: Array
+    mag: Array
+    magf: Array
+
+
+def _sign_magnitude(x: Array, unsigned) -> tuple[Array, Array]:
+    """``(x < 0, |x|)`` with ``|x|`` in ``unsigned`` (wide enough, so exact)."""
+    if jnp.issubdtype(x.dtype, jnp.unsignedinteger):
+        return jnp.zeros(x.shape, bool), x.astype(unsigned)
+    neg = x < 0
+    same = jnp.uint64 if x.dtype.itemsize == 8 else jnp.uint32
+    x = x if x.dtype.itemsize >= 4 else x.astype(jnp.int32)
+    # |INT_MIN| wraps back to INT_MIN, which is 2**(bits - 1) as unsigned: exact.
+    return neg, lax.bitcast_convert_type(jnp.where(neg, -x, x), same).astype(unsigned)
+
+
+def _relative(fn: str, q_positions, k_positions) -> _Rel:
+    """``k - q`` as :class:`_Rel` arrays of shape ``[..., 1, q, k]`` (a heads axis of 1).
+
+    Positions of any integer dtype (int8 .. uint64, 64-bit with x64) are compared
+    exactly: as sign and magnitude, never wrapped into int32, so a far key never
+    looks near and a uint32 position past 2**31 keeps its sign.
+    """
+    q = checks.as_int_array(fn, "q_positions", q_positions)
+    k = checks.as_int_array(fn, "k_positions", k_positions)
     checks.check_ndim(fn, "q_positions", q, min_ndim=1, axes="..., q")
     checks.check_ndim(fn, "k_positions", k, min_ndim=1, axes="..., k")
     nd = max(q.ndim, k.ndim)
@@ -128,21 +175,21 @@ def _relative(fn: str, q_positions, k_positions) -> Array:
             f"{fn}: `k_positions` leading axes must broadcast with those of `q_positions` "
             f"{tuple(q.shape[:-1])}, got shape {tuple(k.shape)}"
         )
-    return _saturating_sub(k[..., None, None, :], q[..., None, :, None])
-
-
-def _saturating_sub(a: Array, b: Array) -> Array:
-    """``a - b`` for int32, saturating at the int32 limits instead of wrapping.
-
-    Positions anywhere in int32 give differences up to ``2**32 - 1`` in size; a wrapped
-    difference would flip sign (a far key would look near). Both ALiBi (linear in the
-    distance, where float32 keeps 24 significant bits of such a distance anyway) and T5
-    (buckets saturate at ``max_distance``) only need the sign and a saturated size.
-    """
-    d = a - b
-    overflow = ((a ^ b) & (a ^ d)) < 0  # operands of different signs, result sign flipped
-    limit = jnp.where(a >= 0, jnp.int32(2**31 - 1), jnp.int32(-(2**31)))
-    return jnp.where(overflow, limit, d)
+    unsigned = jnp.uint64 if max(q.dtype.itemsize, k.dtype.itemsize) == 8 else jnp.uint32
+    qn, qm = (v[..., None, :, None] for v in _sign_magnitude(q, unsigned))
+    kn, km = (v[..., None, None, :] for v in _sign_magnitude(k, unsigned))
+    same = qn == kn
+    # Same signs: k - q = +-(|k| - |q|); different signs: k - q = +-(|k| + |q|).
+    k_bigger = km >= qm
+    diff = jnp.where(k_bigger, km - qm, qm - km)
+    total = km + qm
+    total = jnp.where(total < km, unsigned(jnp.iinfo(unsigned).max), total)  # saturate
+    mag = jnp.where(same, diff, total)
+    neg = jnp.where(same, k_bigger == qn, kn) & (mag != 0)
+    magf = jnp.where(
+        same, diff.astype(jnp.float32), km.astype(jnp.float32) + qm.astype(jnp.float32)
+    )
+    return _Rel(neg, mag, magf)
 
 
 def alibi_bias(
@@ -165,7 +212,9 @@ def alibi_bias(
     ``"symmetric"`` penalises distance both ways (bidirectional encoders). The bias is
     added to the logits :math:`q k^\top / \sqrt{d}` before the softmax. Positions are
     explicit, so decoding with an offset, a KV cache or packed rows gives the same
-    bias as a full pass. Distances are exact in float32 up to :math:`2^{24}`.
+    bias as a full pass. Positions of every integer dtype are subtracted exactly (no
+    wrap: a uint32 position past :math:`2^{31}` keeps its sign); the distance is then
+    rounded once to float32 (exact up to :math:`2^{24}`).
 
     Args:
       q_positions: integer ``[..., q]`` query positions.
@@ -201,21 +250,11 @@ def alibi_bias(
     m = jnp.asarray(slopes)
     checks.check_ndim(fn, "slopes", m, 1, axes="heads")
     rel = _relative(fn, q_positions, k_positions)  # [..., 1, q, k]
-    # Where k - q saturated (|k - q| >= 2**31), use the true distance to float32 precision.
-    relf = rel.astype(jnp.float32)
-    saturated = (rel == jnp.int32(2**31 - 1)) | (rel == jnp.int32(-(2**31)))
-    nd = rel.ndim - 2  # rank of the broadcast position arrays
-    qf, kf = (
-        checks.as_int_array(fn, n, v).astype(jnp.float32)
-        for n, v in (("q_positions", q_positions), ("k_positions", k_positions))
-    )
-    far = (
-        kf.reshape((1,) * (nd - kf.ndim) + kf.shape)[..., None, None, :]
-        - qf.reshape((1,) * (nd - qf.ndim) + qf.shape)[..., None, :, None]
-    )
-    relf = jnp.where(saturated, far, relf)
-    dist = relf if mode == "causal" else -jnp.abs(relf)
-    m = m.astype(jnp.float32).reshape((1,) * (rel.ndim - 3) + (m.shape[0], 1, 1))
+    if mode == "causal":  # -m (q - k) = m (k - q)
+        dist = jnp.where(rel.neg, -rel.magf, rel.magf)
+    else:
+        dist = -rel.magf
+    m = m.astype(jnp.float32).reshape((1,) * (dist.ndim - 3) + (m.shape[0], 1, 1))
     return (dist * m).astype(dt)
 
 
@@ -244,22 +283,37 @@ def check_t5_args(fn: str, bidirectional, num_buckets, max_distance) -> tuple[in
     return nb, half, md
 
 
-def _t5_distance_table(half: int, max_distance: int) -> np.ndarray:
-    """Bucket of each distance ``0 .. max_distance`` (one direction), float32 as Mesh-TF/HF.
+def _t5_large_bucket(n: int, half: int, max_distance: int) -> int:
+    """The log bucket of distance ``n >= max_exact`` in float32, as Mesh-TF and HF."""
+    max_exact = half // 2
+    ratio = np.float32(n) / np.float32(max_exact)
+    log = np.float32(np.log(np.float64(ratio)))  # correctly rounded float32 log
+    scaled = log / np.float32(math.log(max_distance / max_exact)) * np.float32(half - max_exact)
+    return min(max_exact + int(np.trunc(scaled)), half - 1)
 
-    Mesh-TF and HF compute ``max_exact + int(log(n / max_exact) / log(max_distance /
-    max_exact) * (half - max_exact))`` in float32; distances ``>= max_distance`` all fall
-    in the last bucket, so a table of ``max_distance + 1`` entries is exact.
+
+@functools.lru_cache(maxsize=64)
+def _t5_boundaries(half: int, max_distance: int) -> np.ndarray:
+    """The smallest distance of each log bucket ``max_exact + 1 .. half - 1``.
+
+    The float32 bucket formula is non-decreasing in the distance, so each bucket
+    starts at one distance, found by bisection between ``max_exact`` and
+    ``max_distance`` (a handful of host evaluations; nothing sized by
+    ``max_distance``). A distance's bucket is then ``max_exact`` plus the number of
+    boundaries at or below it. Memoised: a pure function of its arguments.
     """
     max_exact = half // 2
-    n = np.arange(max_distance + 1)
-    ratio = n.astype(np.float32) / np.float32(max_exact)
-    with np.errstate(divide="ignore"):
-        logs = np.log(ratio.astype(np.float64)).astype(np.float32)  # correctly rounded
-    scaled = logs / np.float32(math.log(max_distance / max_exact)) * np.float32(half - max_exact)
-    large = max_exact + np.trunc(np.where(n >= max_exact, scaled, 0)).astype(np.int64)
-    large = np.minimum(large, half - 1)
-    return np.where(n < max_exact, n, large).astype(np.int32)
+    out = []
+    for bucket in range(max_exact + 1, half):
+        lo, hi = max_exact, max_distance  # f(lo) < bucket <= f(hi) = half - 1
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if _t5_large_bucket(mid, half, max_distance) >= bucket:
+                hi = mid
+            else:
+                lo = mid
+        out.append(hi)
+    return np.asarray(out, np.int32)
 
 
 def t5_relative_bucket(
@@ -282,8 +336,9 @@ def t5_relative_bucket(
         \right\rfloor\right) & n \ge E \end{cases}
 
     with :math:`D` = ``max_distance``. The log branch is evaluated in float32 exactly as
-    Mesh-TensorFlow and Hugging Face do (a host table of the ``D + 1`` distinct values,
-    then a gather), so buckets are identical, boundaries included.
+    Mesh-TensorFlow and Hugging Face do (through the first distance of each bucket,
+    found on the host), so buckets are identical, boundaries included. Relative
+    positions of every integer dtype are exact (64-bit with x64: no wrap).
 
     Args:
       relative_position: integer array, ``key_position - query_position``.
@@ -312,17 +367,23 @@ def t5_relative_bucket(
     """
     fn = "t5_relative_bucket"
     nb, half, md = check_t5_args(fn, bidirectional, num_buckets, max_distance)
-    rel = checks.as_int_array(fn, "relative_position", relative_position).astype(jnp.int32)
-    table = jnp.asarray(_t5_distance_table(half, md))
+    rel = checks.as_int_array(fn, "relative_position", relative_position)
+    neg, mag = _sign_magnitude(rel, jnp.uint64 if rel.dtype.itemsize == 8 else jnp.uint32)
+    return _bucket(neg, mag, bidirectional=bidirectional, half=half, max_distance=md)
+
+
+def _bucket(neg: Array, mag: Array, *, bidirectional: bool, half: int, max_distance: int):
+    """T5 buckets of relative positions given as sign and magnitude (int32 result)."""
     if bidirectional:
-        # |rel| in uint32 so that |INT32_MIN| = 2**31 does not wrap.
-        n = lax.bitcast_convert_type(jnp.where(rel < 0, -rel, rel), jnp.uint32)
-        offset = jnp.where(rel > 0, jnp.int32(half), jnp.int32(0))
+        n, offset = mag, jnp.where(~neg & (mag > 0), jnp.int32(half), jnp.int32(0))
     else:
-        n = lax.bitcast_convert_type(jnp.where(rel < 0, -rel, 0), jnp.uint32)
-        offset = jnp.int32(0)
-    idx = jnp.minimum(n, jnp.uint32(md)).astype(jnp.int32)
-    return offset + table[idx]
+        n, offset = jnp.where(neg, mag, jnp.zeros((), mag.dtype)), jnp.int32(0)
+    n = jnp.minimum(n, mag.dtype.type(max_distance)).astype(jnp.int32)
+    max_exact = half // 2
+    bounds = jnp.asarray(_t5_boundaries(half, max_distance))
+    bounds = bounds.reshape((1,) * n.ndim + bounds.shape)
+    large = max_exact + jnp.sum(n[..., None] >= bounds, axis=-1, dtype=jnp.int32)
+    return offset + jnp.where(n < max_exact, n, large)
 
 
 def t5_relative_bias(
@@ -374,9 +435,14 @@ def t5_relative_bias(
     checks.check_ndim(fn, "table", t, 2, axes="num_buckets, heads")
     dt = t.dtype if dtype is None else checks.check_float_dtype(fn, "dtype", dtype)
     check_t5_args(fn, bidirectional, t.shape[0], max_distance)
-    rel = _relative(fn, q_positions, k_positions)[..., 0, :, :]  # [..., q, k]
-    buckets = t5_relative_bucket(
-        rel, bidirectional=bidirectional, num_buckets=t.shape[0], max_distance=max_distance
+    rel = _relative(fn, q_positions, k_positions)  # [..., 1, q, k]
+    _, half, md = check_t5_args(fn, bidirectional, t.shape[0], max_distance)
+    buckets = _bucket(
+        rel.neg[..., 0, :, :],
+        rel.mag[..., 0, :, :],
+        bidirectional=bidirectional,
+        half=half,
+        max_distance=md,
     )
     values = jnp.take(t, buckets, axis=0)  # [..., q, k, heads]
     return jnp.moveaxis(values, -1, -3).astype(dt)

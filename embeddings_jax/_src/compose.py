@@ -315,6 +315,12 @@ def _resolve_position(fn: str, position, d: int):
     if isinstance(position, (str, SinusoidalConvention)):
         return "sinusoid", None, get_convention(position, fn)
     if hasattr(position, "shape") and hasattr(position, "dtype"):
+        if jnp.issubdtype(checks.dtype_of(position), jnp.integer):
+            raise TypeError(
+                f"{fn}: `position` must be a floating-point [max_len, features] table or a "
+                f"sinusoid convention, got an integer array of shape {tuple(position.shape)}; "
+                f"integer positions go in `positions=`"
+            )
         checks.check_floating(fn, "position", position)
         checks.check_ndim(fn, "position", position, 2, axes="max_len, features")
         if position.shape[1] != d:
@@ -397,8 +403,15 @@ def _plan(
     start = None
     position_method = None
     kind_planned = kind
+    if positions is not None and hasattr(positions, "dtype"):
+        if jnp.issubdtype(checks.dtype_of(positions), jnp.floating):
+            raise TypeError(
+                f"{fn}: `positions` must be an integer array, got dtype "
+                f"{checks.dtype_of(positions).name}; a position table goes in `position`"
+            )
+    # Validated whatever the position term (bad arguments never pass unnoticed).
+    p = position_ids(fn, ids_shape, positions=positions, segment_ids=segment_ids, offset=offset)
     if kind != "none":
-        p = position_ids(fn, ids_shape, positions=positions, segment_ids=segment_ids, offset=offset)
         if kind == "table":
             position_method = resolve_method(method, table.shape[0], fn)
             if p.static_start is not None:
@@ -427,6 +440,16 @@ def _plan(
             pos, pos_valid = r
         else:
             pos, pos_valid = p.pos, None if p.overflow is None else ~p.overflow
+            if pos_valid is not None and out_of_range == "error":
+                top = int(jnp.iinfo(pos.dtype).max)
+                index = "(" + ", ".join(["{}"] * pos.ndim) + ("," if pos.ndim == 1 else "") + ")"
+                policy.report(
+                    pos_valid,
+                    pos,
+                    f"{fn}: `offset` must keep every position within {pos.dtype.name} "
+                    f"(<= {top}), got positions[{index}] = {{}} (saturated; {{}} out of "
+                    f"range); pass out_of_range='clip', 'zero' or 'nan' to handle them",
+                )
     shared = kind != "none" and (
         kind_planned == "slice" or (pos is not None and pos.ndim < len(ids_shape))
     )

@@ -43,30 +43,35 @@ def acc_dtype(dtype) -> np.dtype:
     return dt if dt.itemsize > 4 else np.dtype(np.float32)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
-def gather_rows(table: Array, idx: Array, dtype: np.dtype) -> Array:
-    """``table[idx].astype(dtype)`` for in-range ``idx``; gradients accumulate in float32.
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def gather_rows(table: Array, idx: Array, dtype: np.dtype, fill: float | None = None) -> Array:
+    """``table[idx].astype(dtype)``; gradients accumulate in float32.
 
-    ``idx`` must already lie in ``[0, vocab)`` (callers clip it). The tangent rule
-    casts the *tangent* table to float32 (or wider) before the gather, so its
-    transpose, the reverse-mode gradient w.r.t. ``table``, is a scatter-add
+    ``idx`` lies in ``[0, vocab)`` (callers clip it), or, with ``fill`` set, may also be
+    ``vocab``: a row of ``fill`` (NaN or 0, the policy's row) with no gradient. The fill
+    is part of the gather and the dropped rows are dropped by its transpose, so no pass
+    over the rows or their cotangent is spent on masking.
+
+    The tangent rule casts the *tangent* table to float32 (or wider) before the gather,
+    so its transpose, the reverse-mode gradient w.r.t. ``table``, is a scatter-add
     accumulated in float32 and cast once to ``table.dtype``: a bfloat16 table gets a
     correctly rounded sum, not one rounded after every addition. The primal table is
     never cast; only the gathered rows are. A ``custom_jvp`` (rather than a
     ``custom_vjp``) keeps forward-mode autodiff working.
     """
-    rows = meshes.gather(table, idx)
+    rows = meshes.gather(table, idx, fill=fill)
     return rows if rows.dtype == dtype else rows.astype(dtype)
 
 
 @gather_rows.defjvp
-def _gather_rows_jvp(dtype, primals, tangents):
+def _gather_rows_jvp(dtype, fill, primals, tangents):
     table, idx = primals
     t_table, _ = tangents
     acc = acc_dtype(table.dtype)
-    # A linear gather whose transpose (the gradient) is the compiled scatter on CPU.
-    t_rows = kernels.gather_rows(t_table, idx, acc).astype(dtype)
-    return gather_rows(table, idx, dtype), t_rows
+    # A linear gather whose transpose (the gradient) is the compiled scatter on CPU;
+    # filled rows have a zero tangent (and are dropped from the gradient).
+    t_rows = kernels.gather_rows(t_table, idx, acc, fill=fill is not None).astype(dtype)
+    return gather_rows(table, idx, dtype, fill), t_rows
 
 
 def check_array(fn: str, name: str, x) -> None:
@@ -215,8 +220,11 @@ def rows_of(table: Array, r: policy.Resolved, *, out_of_range: str, method: str,
         rows = one_hot_rows(table, r.idx, dtype)
     elif table.shape[0] == 0:
         rows = jnp.zeros(r.idx.shape + table.shape[1:], dtype)
+    elif r.valid is not None:  # the fill inside the gather: invalid ids read row `vocab`
+        idx = jnp.where(r.valid, r.idx, jnp.int32(table.shape[0]))
+        return gather_rows(table, idx, dtype, policy.fill_value(out_of_range))
     else:
-        rows = gather_rows(table, r.idx, dtype)
+        return gather_rows(table, r.idx, dtype)
     return policy.fill(rows, r.valid, out_of_range)
 
 

@@ -44,24 +44,32 @@ def _entry(spec: PartitionSpec | None, i: int):
     return spec[i]
 
 
-def gather(table: Array, idx: Array) -> Array:
-    """``table[idx]`` (``idx`` in range), typed on explicit meshes as ``idx + features``."""
+def gather(table: Array, idx: Array, fill: float | None = None) -> Array:
+    """``table[idx]``, typed on explicit meshes as ``idx + features``.
+
+    ``idx`` is in range, or with ``fill`` set may be ``len(table)``: a row of ``fill``.
+    """
+    mode = {"mode": "promise_in_bounds"} if fill is None else {"mode": "fill", "fill_value": fill}
     tsh, ish = explicit_sharding(table), explicit_sharding(idx)
     if tsh is None and ish is None:
-        return table.at[idx].get(mode="promise_in_bounds")
+        return table.at[idx].get(**mode)
     ts, ids = (None if s is None else s.spec for s in (tsh, ish))
     lead = tuple(_entry(ids, i) for i in range(idx.ndim))
     out = PartitionSpec(*lead, *(_entry(ts, 1 + i) for i in range(table.ndim - 1)))
     out_sharding = (ish if ish is not None else tsh).update(spec=out)
-    return table.at[idx].get(mode="promise_in_bounds", out_sharding=out_sharding)
+    return table.at[idx].get(**mode, out_sharding=out_sharding)
 
 
-def scatter_add(shape: tuple[int, ...], dtype, idx: Array, values: Array, sharding=None) -> Array:
+def scatter_add(
+    shape: tuple[int, ...], dtype, idx: Array, values: Array, sharding=None, drop: bool = False
+) -> Array:
     """``zeros(shape).at[idx].add(values)``; on explicit meshes typed with ``sharding``
-    (the table's, from :func:`explicit_sharding`; ``None``: replicated)."""
+    (the table's, from :func:`explicit_sharding`; ``None``: replicated). With ``drop``,
+    indices past the end are dropped (the transpose of :func:`gather` with a fill)."""
+    mode = "drop" if drop else "promise_in_bounds"
     ref = explicit_sharding(values) or explicit_sharding(idx)
     if sharding is None and ref is None:
-        return jnp.zeros(shape, dtype).at[idx].add(values, mode="promise_in_bounds")
+        return jnp.zeros(shape, dtype).at[idx].add(values, mode=mode)
     out = sharding if sharding is not None else ref.update(spec=PartitionSpec())
     zeros = jnp.zeros(shape, dtype, out_sharding=out)
-    return zeros.at[idx].add(values, mode="promise_in_bounds", out_sharding=out)
+    return zeros.at[idx].add(values, mode=mode, out_sharding=out)

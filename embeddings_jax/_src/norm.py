@@ -17,18 +17,26 @@ __all__ = ["check_norm_params", "layer_norm", "normalize"]
 RESCALE_ABOVE = 2.0**50
 
 
-def _power_of_two_floor(a: Array) -> Array:
-    """The largest power of two ``<= a`` for finite normal ``a > 0`` (exponent bits only)."""
-    bits = {4: jnp.uint32, 8: jnp.uint64}[a.dtype.itemsize]
-    mask = 0x7F800000 if a.dtype.itemsize == 4 else 0x7FF0000000000000
-    return lax.bitcast_convert_type(lax.bitcast_convert_type(a, bits) & bits(mask), a.dtype)
+def _inverse_root_scale(amax: Array) -> Array:
+    """``1/s`` for the power of two ``s = 2**floor(e / 2)``, ``e`` the exponent of ``amax``.
+
+    The row is divided by ``s**2`` (about ``amax``) as two multiplications by ``1/s``:
+    ``1/s`` stays a normal number (``1/amax`` itself can be subnormal near the float
+    maximum, and the CPU flushes subnormals to zero). Exponent-bit arithmetic only.
+    """
+    wide = amax.dtype.itemsize == 8
+    bits_t, mant, bias = (jnp.uint64, 52, 1023) if wide else (jnp.uint32, 23, 127)
+    e = (lax.bitcast_convert_type(amax, bits_t) >> bits_t(mant)).astype(jnp.int32) - bias
+    inv_exp = (bias - jnp.floor_divide(e, 2)).astype(bits_t)  # the exponent of 1/s
+    return lax.bitcast_convert_type(inv_exp << bits_t(mant), amax.dtype)
 
 
 def normalize(x: Array, scale, bias, eps: float) -> Array:
     r"""LayerNorm of ``x`` (float32 or float64) over its last axis; no validation.
 
-    The row is first multiplied by :math:`1/k`, where :math:`k` is 1, or the power of
-    two at or below :math:`\max_j |x_j|` when that exceeds ``RESCALE_ABOVE``:
+    The row is first divided by :math:`k`, where :math:`k` is 1, or a power of two near
+    :math:`\max_j |x_j|` (``s**2`` with ``s = 2**floor(e/2)``, ``e`` its exponent) when
+    that exceeds ``RESCALE_ABOVE``:
 
     .. math::
 
@@ -43,12 +51,12 @@ def normalize(x: Array, scale, bias, eps: float) -> Array:
     tiny = jnp.asarray(np.finfo(x.dtype).tiny, x.dtype)
     amax = jnp.max(jnp.abs(x), axis=-1, keepdims=True)
     big = (amax > RESCALE_ABOVE) & (amax < jnp.inf)
-    inv = jnp.where(big, 1 / _power_of_two_floor(jnp.where(big, amax, 1)), 1).astype(x.dtype)
-    x = x * inv
+    inv = jnp.where(big, _inverse_root_scale(jnp.where(big, amax, 1)), 1).astype(x.dtype)
+    x = x * inv * inv  # exact: powers of two
     mean = jnp.mean(x, axis=-1, keepdims=True)
     centered = x - mean
     var = jnp.mean(centered * centered, axis=-1, keepdims=True)
-    eps_scaled = jnp.maximum(jnp.asarray(eps, x.dtype) * inv * inv, tiny)
+    eps_scaled = jnp.maximum(jnp.asarray(eps, x.dtype) * inv * inv * inv * inv, tiny)
     y = centered * lax.rsqrt(var + eps_scaled)
     if scale is not None:
         y = y * jnp.asarray(scale, x.dtype).reshape((1,) * (y.ndim - 1) + (-1,))

@@ -43,6 +43,8 @@ __all__ = [
     "check",
     "checked",
     "fill",
+    "fill_value",
+    "report",
     "resolve",
     "row_codes",
 ]
@@ -180,24 +182,41 @@ def resolve(
     if policy == "clip" or (policy == "error" and concrete):
         return Resolved(idx, None)
     valid = (s >= 0) & (s < size)
-    if policy == "error" and flags.checks_enabled() and n:
-        flat = valid.reshape(-1)
-        first = jnp.argmin(flat)
-        value = jnp.asarray(ids).reshape(-1)
-        value = jnp.max(jnp.where(jnp.arange(n) == first, value, jnp.iinfo(value.dtype).min))
-        where = jnp.unravel_index(first, shape) if shape else ()
-        count = jnp.sum(~flat, dtype=jnp.int32)
-        msg = _message(fn, name, size, what, len(shape))
-        checkify.check(jnp.all(flat), msg, *where, value, count)
+    if policy == "error":
+        report(valid, ids, _message(fn, name, size, what, len(shape)))
     return Resolved(idx, valid)
+
+
+def report(valid: Array, values: Array, message: str) -> None:
+    """Inside :func:`checked`, a ``checkify`` check that every ``valid`` holds.
+
+    ``message`` has one ``{}`` per axis of ``values`` (the first invalid index), one for
+    its value and one for the count of invalid entries. Outside ``checked`` (plain
+    ``jit``) nothing is emitted, so the default path carries no effect.
+    """
+    shape = tuple(valid.shape)
+    n = int(np.prod(shape))
+    if not flags.checks_enabled() or n == 0:
+        return
+    flat = valid.reshape(-1)
+    first = jnp.argmin(flat)
+    value = jnp.asarray(values).reshape(-1)
+    value = jnp.max(jnp.where(jnp.arange(n) == first, value, jnp.iinfo(value.dtype).min))
+    where = jnp.unravel_index(first, shape) if shape else ()
+    count = jnp.sum(~flat, dtype=jnp.int32)
+    checkify.check(jnp.all(flat), message, *where, value, count)
+
+
+def fill_value(policy: str) -> float:
+    """The value of a filled row: 0 for ``"zero"``, NaN for ``"nan"`` and ``"error"``."""
+    return 0.0 if policy == "zero" else float("nan")
 
 
 def fill(rows: Array, valid: Array | None, policy: str) -> Array:
     """Rows ``[..., d]`` with the rows of invalid ids replaced as ``policy`` says."""
     if valid is None:
         return rows
-    value = 0.0 if policy == "zero" else jnp.nan
-    return jnp.where(valid[..., None], rows, jnp.asarray(value, rows.dtype))
+    return jnp.where(valid[..., None], rows, jnp.asarray(fill_value(policy), rows.dtype))
 
 
 def row_codes(r: Resolved, policy: str) -> Array:
@@ -210,6 +229,13 @@ def row_codes(r: Resolved, policy: str) -> Array:
         return r.idx
     code = ZERO_ROW if policy == "zero" else NAN_ROW
     return jnp.where(r.valid, r.idx, jnp.int32(code))
+
+
+def _host_if_addressable(x):
+    if isinstance(x, jax.Array) and x.is_fully_addressable:
+        with jax.transfer_guard("allow"):
+            return np.asarray(x)
+    return x
 
 
 def checked(f: Callable[..., T]) -> Callable[..., T]:
@@ -263,6 +289,10 @@ def checked(f: Callable[..., T]) -> Callable[..., T]:
             )
         with flags.enable_checks(True):
             err, out = checkify.checkify(f, errors=checkify.user_checks)(*args, **kwargs)
+        # checkify keeps one error per device under shard_map; reducing them where they
+        # are sharded over explicit mesh axes fails (a sort over a sharded axis), so they
+        # are brought to the host first (small arrays) when this process holds them.
+        err = jax.tree.map(_host_if_addressable, err)
         err.throw()
         return out
 

@@ -877,7 +877,8 @@ def _check_positions(fn: str, pos: Array, x_shape: tuple, mrope: bool) -> bool:
         want = "[3, ..., seq] (M-RoPE), [seq] or [..., seq]" if mrope else "[seq] or [..., seq]"
         raise ValueError(
             f"{fn}: `positions` must be {want} with seq={seq} and leading axes broadcastable "
-            f"to {tuple(lead)}, got shape {tuple(pos.shape)}"
+            f"to {tuple(lead)}, got shape {tuple(pos.shape)} (x of shape {tuple(x_shape)} is "
+            f"read as [..., seq, heads, head_dim]: is its heads axis missing?)"
         )
     return axes
 

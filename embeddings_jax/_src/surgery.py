@@ -269,21 +269,47 @@ def _read_source(fn: str, source, name: str | None):
         )
     if not os.path.exists(path):
         raise FileNotFoundError(f"{fn}: `source` must be an existing file, got {path!r}")
+    if not os.path.isfile(path):
+        raise ValueError(f"{fn}: `source` must be a file, got the directory {path!r}")
+    try:
+        return _read_file(fn, path, suffix, name)
+    except (ValueError, FileNotFoundError, TypeError) as e:
+        if str(e).startswith(f"{fn}: "):
+            raise  # our own message (a `name` problem): already says what is wrong
+        raise ValueError(_unreadable(fn, path, suffix, e)) from e
+    except Exception as e:  # noqa: BLE001 - EOFError, BadZipFile, SafetensorError, OSError...
+        raise ValueError(_unreadable(fn, path, suffix, e)) from e
+
+
+def _unreadable(fn: str, path: str, suffix: str, e: Exception) -> str:
+    return (
+        f"{fn}: `source` must be a readable {suffix} file, got {path!r}, which cannot be "
+        f"read ({type(e).__name__}: {e}); is it truncated or of another format?"
+    )
+
+
+def _read_file(fn: str, path: str, suffix: str, name: str | None):
+    """``(array, description)`` from an existing ``.npy``/``.npz``/``.safetensors`` file."""
     if suffix == ".npy":
         if name is not None:
             raise ValueError(f"{fn}: `name` must be None for a .npy file, got {name!r}")
-        return np.load(path, allow_pickle=False), f"`source` ({path})"
+        return _native(np.load(path, allow_pickle=False)), f"`source` ({path})"
     if suffix == ".npz":
         with np.load(path, allow_pickle=False) as f:
             names = list(f.files)
             key = _pick_name(fn, names, name, path)
-            return f[key], f"`source` ({path}:{key})"
+            return _native(f[key]), f"`source` ({path}:{key})"
     from safetensors import safe_open  # optional dependency (extra "all")
 
     with safe_open(path, framework="numpy") as f:
         names = list(f.keys())
         key = _pick_name(fn, names, name, path)
-        return f.get_tensor(key), f"`source` ({path}:{key})"
+        return _native(f.get_tensor(key)), f"`source` ({path}:{key})"
+
+
+def _native(a: np.ndarray) -> np.ndarray:
+    """``a`` in the machine's byte order (a big-endian file is valid; JAX needs native)."""
+    return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
 
 
 def _pick_name(fn: str, names: list[str], name: str | None, path: str) -> str:
@@ -348,7 +374,9 @@ def load_pretrained(
       TypeError: non-floating source or target leaf; a narrowing cast without
         ``cast=True``.
       ValueError: shape mismatch, unknown/ambiguous ``path``, missing ``name`` for a
-        multi-tensor file, unknown file type, non-finite values.
+        multi-tensor file, unknown file type, non-finite values (after the cast), or a
+        file that cannot be read (empty, truncated, a directory, another format): the
+        message names ``source`` and the reader's complaint.
       FileNotFoundError: a path that does not exist.
 
     Example:
@@ -378,6 +406,8 @@ def load_pretrained(
             )
     if checks.is_traced(array):
         raise ValueError(f"{fn}: `source` must be a concrete array, got a traced value")
+    if isinstance(array, np.ndarray):
+        array = _native(array)
     src_dt = np.dtype(array.dtype)
     if not jnp.issubdtype(src_dt, jnp.floating):
         raise TypeError(f"{fn}: {what} must be a floating-point array, got dtype {src_dt.name}")
@@ -438,15 +468,19 @@ def load_pretrained(
             f"{fn}: {what} must have dtype {tgt_dt.name} (the target{at}) or one that "
             f"converts to it exactly, got {src_dt.name}; pass cast=True to round it"
         )
+    with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+        value = np.asarray(array).astype(tgt_dt)  # one rounding, on the host
     if check_finite:
-        bad = ~np.isfinite(np.asarray(array, np.float32 if src_dt.itemsize < 4 else src_dt))
+        # Checked after the cast: a float64 1e39 cast to float32 is +inf.
+        bad = ~np.isfinite(value.astype(np.float32) if tgt_dt.itemsize < 4 else value)
         if bad.any():
             first = tuple(int(i) for i in np.argwhere(bad)[0])
+            after = f" after the cast to {tgt_dt.name}" if src_dt != tgt_dt else ""
             raise ValueError(
-                f"{fn}: {what} must be finite, got {int(bad.sum())} NaN/inf values (first at "
-                f"index {first}); pass check_finite=False to load it anyway"
+                f"{fn}: {what} must be finite{after}, got {int(bad.sum())} NaN/inf values "
+                f"(first at index {first}); pass check_finite=False to load it anyway"
             )
-    value = jnp.asarray(np.asarray(array).astype(tgt_dt))  # one rounding, on the host
+    value = jnp.asarray(value)
     sharding = getattr(leaf, "sharding", None)
     if isinstance(leaf, jax.Array) and sharding is not None:
         value = jax.device_put(value, sharding)

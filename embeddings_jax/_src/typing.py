@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Any, TypeAlias
 
 import jax
-import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, Shaped
 
 __all__ = [
@@ -29,4 +28,3 @@ __all__ = [
 Dtype: TypeAlias = Any  # anything ``jnp.dtype`` accepts: jnp.float32, "bfloat16", np.dtype
 PRNGKey: TypeAlias = jax.Array
 Initializer: TypeAlias = Callable[[PRNGKey, tuple[int, ...], Dtype], jax.Array]
-NumpyOrJax: TypeAlias = np.ndarray | jax.Array

@@ -172,50 +172,43 @@ def learned_vs_sinusoid_figure(params, losses, *, lag: int = 2):
     sin = np.asarray(ej.sinusoidal_table(n, d))
     fig, axes = _figure(2, 2, width=5.0, height=3.8)
     lim = float(np.abs(learned).max())
-    _heatmap(
-        fig,
-        axes[0, 0],
-        learned,
-        title=f"Learned positions after {len(losses)} steps (loss {losses[-1]:.3f})",
-        xlabel="feature index",
-        ylabel="position",
-        cbar="value",
-        vmin=-lim,
-        vmax=lim,
-    )
-    _heatmap(
-        fig,
-        axes[0, 1],
-        sin,
-        title="Sinusoid (vaswani)",
-        xlabel="feature index",
-        ylabel="position",
-        cbar="value",
-        vmin=-1,
-        vmax=1,
-    )
-    _heatmap(
-        fig,
-        axes[1, 0],
-        _cosine(learned),
-        title="Learned: cosine similarity of rows",
-        xlabel="position q",
-        ylabel="position p",
-        cbar="cosine",
-        vmin=-1,
-        vmax=1,
-    )
-    _heatmap(
-        fig,
-        axes[1, 1],
-        _cosine(sin),
-        title="Sinusoid: cosine similarity of rows",
-        xlabel="position q",
-        ylabel="position p",
-        cbar="cosine",
-        vmin=-1,
-        vmax=1,
-    )
+    title = f"Learned positions after {len(losses)} steps (loss {losses[-1]:.3f})"
+    panels = [  # (row, column, data, title, x label, y label, colour bar, limit)
+        (0, 0, learned, title, "feature index", "position", "value", lim),
+        (0, 1, sin, "Sinusoid (vaswani)", "feature index", "position", "value", 1.0),
+        (
+            1,
+            0,
+            _cosine(learned),
+            "Learned: cosine similarity of rows",
+            "position q",
+            "position p",
+            "cosine",
+            1.0,
+        ),
+        (
+            1,
+            1,
+            _cosine(sin),
+            "Sinusoid: cosine similarity of rows",
+            "position q",
+            "position p",
+            "cosine",
+            1.0,
+        ),
+    ]
+    for r, c, data, title, xlabel, ylabel, cbar, vmax in panels:
+        _heatmap(
+            fig,
+            axes[r, c],
+            data,
+            title=title,
+            xlabel=xlabel,
+            ylabel=ylabel,
+            cbar=cbar,
+            vmin=-vmax,
+            vmax=vmax,
+        )
     fig.suptitle(f"Tiny transformer trained to copy the token {lag} steps back")
     return fig
 

@@ -90,27 +90,28 @@ def _may_use_kernel() -> bool:
 # higher-order derivatives working.
 
 
-def _gather_xla(table, idx, *, dtype):
-    return meshes.gather(table, idx).astype(dtype)
+def _gather_xla(table, idx, *, dtype, fill=False):
+    return meshes.gather(table, idx, fill=0.0 if fill else None).astype(dtype)
 
 
-def _scatter_xla(ct, idx, *, vocab, dtype, sharding=None, allow=False):
+def _scatter_xla(ct, idx, *, vocab, dtype, sharding=None, drop=False, allow=False):
     del allow
     shape = (vocab,) + ct.shape[idx.ndim :]
-    return meshes.scatter_add(shape, ct.dtype, idx, ct, sharding).astype(dtype)
+    return meshes.scatter_add(shape, ct.dtype, idx, ct, sharding, drop=drop).astype(dtype)
 
 
 _gather_p = Primitive("embeddings_jax_gather_rows")
 _scatter_p = Primitive("embeddings_jax_scatter_add_rows")
 
 
-def gather_rows(table, idx, dtype):
-    """``table[idx].astype(dtype)`` for ``idx`` in range; a linear primitive whose
-    transpose (the gradient) sums in ``dtype`` and casts once to ``table.dtype``."""
-    return _gather_p.bind(table, idx, dtype=np.dtype(dtype))
+def gather_rows(table, idx, dtype, *, fill: bool = False):
+    """``table[idx].astype(dtype)``; a linear primitive whose transpose (the gradient)
+    sums in ``dtype`` and casts once to ``table.dtype``. ``idx`` is in range, or with
+    ``fill`` may be ``len(table)``: a zero row, dropped from the gradient."""
+    return _gather_p.bind(table, idx, dtype=np.dtype(dtype), fill=bool(fill))
 
 
-def _scatter(ct, idx, vocab: int, dtype, sharding=None):
+def _scatter(ct, idx, vocab: int, dtype, sharding=None, drop=False):
     dtype = np.dtype(dtype)
     allow = (
         np.dtype(ct.dtype) == np.float32
@@ -118,45 +119,44 @@ def _scatter(ct, idx, vocab: int, dtype, sharding=None):
         and len(ct.shape) == idx.ndim + 1
         and _may_use_kernel()
     )
-    return _scatter_p.bind(ct, idx, vocab=vocab, dtype=dtype, sharding=sharding, allow=allow)
+    return _scatter_p.bind(
+        ct, idx, vocab=vocab, dtype=dtype, sharding=sharding, drop=drop, allow=allow
+    )
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
-def _bind_scatter_jit(ct, idx, vocab, dtype, sharding, allow):
-    return _scatter_p.bind(ct, idx, vocab=vocab, dtype=dtype, sharding=sharding, allow=allow)
+@functools.partial(jax.jit, static_argnames=("vocab", "dtype", "sharding", "drop", "allow"))
+def _bind_scatter_jit(ct, idx, **params):
+    return _scatter_p.bind(ct, idx, **params)
 
 
-@functools.partial(jax.jit, static_argnums=(2,))
-def _gather_jit(table, idx, dtype):
-    return _gather_xla(table, idx, dtype=dtype)
+@functools.partial(jax.jit, static_argnames=("dtype", "fill"))
+def _gather_jit(table, idx, *, dtype, fill):
+    return _gather_xla(table, idx, dtype=dtype, fill=fill)
 
 
-_gather_p.def_impl(lambda table, idx, *, dtype: _gather_jit(table, idx, dtype))
+_gather_p.def_impl(_gather_jit)
 
 
-def _gather_abstract(table, idx, *, dtype):
+def _gather_abstract(table, idx, *, dtype, fill):
     if meshes.explicit_sharding(table) is None and meshes.explicit_sharding(idx) is None:
         return ShapedArray(idx.shape + table.shape[1:], dtype)
-    return jax.typeof(jax.eval_shape(lambda t, i: _gather_xla(t, i, dtype=dtype), table, idx))
+    f = functools.partial(_gather_xla, dtype=dtype, fill=fill)
+    return jax.typeof(jax.eval_shape(f, table, idx))
 
 
 _gather_p.def_abstract_eval(_gather_abstract)
 mlir.register_lowering(_gather_p, mlir.lower_fun(_gather_xla, multiple_results=False))
 
 # Eagerly, run the primitive through jit so that its CPU lowering (the kernel) is used.
-_scatter_p.def_impl(
-    lambda ct, idx, *, vocab, dtype, sharding, allow: _bind_scatter_jit(
-        ct, idx, vocab, dtype, sharding, allow
-    )
-)
+_scatter_p.def_impl(_bind_scatter_jit)
 
 
-def _scatter_abstract(ct, idx, *, vocab, dtype, sharding, allow):
+def _scatter_abstract(ct, idx, *, vocab, dtype, sharding, drop, allow):
     del allow
     shape = (vocab,) + ct.shape[idx.ndim :]
     if sharding is None and meshes.explicit_sharding(ct) is None:
         return ShapedArray(shape, dtype)
-    f = functools.partial(_scatter_xla, vocab=vocab, dtype=dtype, sharding=sharding)
+    f = functools.partial(_scatter_xla, vocab=vocab, dtype=dtype, sharding=sharding, drop=drop)
     return jax.typeof(jax.eval_shape(f, ct, idx))
 
 
@@ -164,29 +164,33 @@ _scatter_p.def_abstract_eval(_scatter_abstract)
 mlir.register_lowering(_scatter_p, mlir.lower_fun(_scatter_xla, multiple_results=False))
 
 
-def _scatter_cpu_lowering(ctx, ct, idx, *, vocab, dtype, sharding, allow):
+def _scatter_cpu_lowering(ctx, ct, idx, *, vocab, dtype, sharding, drop, allow):
     if allow and sharding is None and cpu.lowering_allows(ctx):
+        # The kernel drops indices outside [0, vocab) itself.
         f = functools.partial(cpu.ffi_scatter_add_rows, vocab=vocab, dtype=dtype)
     else:
-        f = functools.partial(_scatter_xla, vocab=vocab, dtype=dtype, sharding=sharding)
+        f = functools.partial(_scatter_xla, vocab=vocab, dtype=dtype, sharding=sharding, drop=drop)
     return mlir.lower_fun(f, multiple_results=False)(ctx, ct, idx)
 
 
 mlir.register_lowering(_scatter_p, _scatter_cpu_lowering, platform="cpu")
 
 
-def _gather_jvp(primals, tangents, *, dtype):
+def _gather_jvp(primals, tangents, *, dtype, fill):
     table, idx = primals
     t_table = ad.instantiate_zeros(tangents[0])
-    return _gather_p.bind(table, idx, dtype=dtype), _gather_p.bind(t_table, idx, dtype=dtype)
+    return (
+        _gather_p.bind(table, idx, dtype=dtype, fill=fill),
+        _gather_p.bind(t_table, idx, dtype=dtype, fill=fill),
+    )
 
 
-def _gather_transpose(ct, table, idx, *, dtype):
+def _gather_transpose(ct, table, idx, *, dtype, fill):
     del dtype
     if type(ct) is ad.Zero:
         return [None, None]
     sharding = meshes.explicit_sharding(table.aval)
-    return [_scatter(ct, idx, table.aval.shape[0], table.aval.dtype, sharding), None]
+    return [_scatter(ct, idx, table.aval.shape[0], table.aval.dtype, sharding, fill), None]
 
 
 def _scatter_jvp(primals, tangents, **params):
@@ -195,24 +199,25 @@ def _scatter_jvp(primals, tangents, **params):
     return _scatter_p.bind(ct, idx, **params), _scatter_p.bind(t_ct, idx, **params)
 
 
-def _scatter_transpose(cot, ct, idx, *, vocab, dtype, sharding, allow):
+def _scatter_transpose(cot, ct, idx, *, vocab, dtype, sharding, drop, allow):
     del vocab, dtype, sharding, allow
     if type(cot) is ad.Zero:
         return [None, None]
-    return [_gather_p.bind(cot, idx, dtype=ct.aval.dtype), None]
+    return [_gather_p.bind(cot, idx, dtype=ct.aval.dtype, fill=drop), None]
 
 
-def _gather_batch(args, dims, *, dtype):
+def _gather_batch(args, dims, *, dtype, fill):
     table, idx = args
     bt, bi = dims
     if bt is None:  # a batched index is just more indices: the output keeps its axis
-        return _gather_p.bind(table, idx, dtype=dtype), bi
-    return jax.vmap(functools.partial(_gather_xla, dtype=dtype), in_axes=(bt, bi))(table, idx), 0
+        return _gather_p.bind(table, idx, dtype=dtype, fill=fill), bi
+    f = functools.partial(_gather_xla, dtype=dtype, fill=fill)
+    return jax.vmap(f, in_axes=(bt, bi))(table, idx), 0
 
 
-def _scatter_batch(args, dims, *, vocab, dtype, sharding, allow):
+def _scatter_batch(args, dims, *, vocab, dtype, sharding, drop, allow):
     del allow
-    f = functools.partial(_scatter_xla, vocab=vocab, dtype=dtype, sharding=sharding)
+    f = functools.partial(_scatter_xla, vocab=vocab, dtype=dtype, sharding=sharding, drop=drop)
     return jax.vmap(f, in_axes=dims)(*args), 0
 
 

@@ -819,6 +819,12 @@ class TokenAndPositionEmbed(ModuleSpec):
         fn = _name(self)
         checks.static_int(fn, "num_embeddings", self.num_embeddings, minimum=1)
         _check_common(self)
+        if self.position in ("rope", "rotary"):
+            raise ValueError(
+                f"{fn}: `position` must be one of 'learned', 'sinusoidal', 'none', got "
+                f"{self.position!r}; rotary positions act inside attention: use "
+                f"position='none' here and RotaryEmbedding on the queries and keys"
+            )
         checks.check_choice(fn, "position", self.position, POSITION_KINDS)
         if self.max_len is not None:
             checks.static_int(fn, "max_len", self.max_len, minimum=1)
