@@ -376,7 +376,8 @@ class Embed(ModuleSpec):
       called as Flax calls it (on the whole table in ``__call__``).
 
     Non-integer ids raise an error that is both a ``TypeError`` (this library's rule)
-    and a ``ValueError`` (what Flax raises).
+    and a ``ValueError`` (what Flax raises); ``attend`` needs a floating query (Flax
+    promotes an integer one).
 
     Attributes:
       num_embeddings: vocabulary size ``V``.
