@@ -6,6 +6,7 @@ The same modules, attributes and parameters exist for NNX in :mod:`embeddings_ja
 """
 
 from embeddings_jax._src.modules.linen import ALiBi
+from embeddings_jax._src.modules.linen import Embed
 from embeddings_jax._src.modules.linen import PositionEmbed
 from embeddings_jax._src.modules.linen import RelativePositionBias
 from embeddings_jax._src.modules.linen import RotaryEmbedding
@@ -17,6 +18,7 @@ from embeddings_jax._src.modules.linen import TreePositionEmbed
 
 __all__ = (
     "ALiBi",
+    "Embed",
     "PositionEmbed",
     "RelativePositionBias",
     "RotaryEmbedding",

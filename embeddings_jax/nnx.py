@@ -6,6 +6,7 @@ metadata) and forwards to one function of :mod:`embeddings_jax`.
 """
 
 from embeddings_jax._src.modules.nnx import ALiBi
+from embeddings_jax._src.modules.nnx import Embed
 from embeddings_jax._src.modules.nnx import PositionEmbed
 from embeddings_jax._src.modules.nnx import RelativePositionBias
 from embeddings_jax._src.modules.nnx import RotaryEmbedding
@@ -17,6 +18,7 @@ from embeddings_jax._src.modules.nnx import TreePositionEmbed
 
 __all__ = (
     "ALiBi",
+    "Embed",
     "PositionEmbed",
     "RelativePositionBias",
     "RotaryEmbedding",

@@ -413,3 +413,50 @@ def tree_encoding(path, theta, degree, max_depth):
     d = max_depth * degree * p.size
     w = p[None, :] ** np.arange(max_depth)[:, None] * np.sqrt((1 - p**2) * d / 2)  # [n, C]
     return (x[:, :, None] * w[:, None, :]).reshape(-1)
+
+
+# --- Hugging Face input layers (issue 15), float64 rewrites of the HF formulas. ---
+
+
+def mpt_alibi_slopes(n, max_bias=8.0):
+    """HF `build_mpt_alibi_tensor` (MPT's `gen_slopes`): the slopes 2^(-b k / p),
+    k = 1..p, of p = 2^ceil(log2 n) heads; for n < p their odd entries, then the
+    even ones, first n."""
+    import math
+
+    p = 2 ** math.ceil(math.log2(n))
+    s = np.array([2.0 ** (-(k * max_bias / p)) for k in range(1, p + 1)])
+    return s if p == n else np.concatenate([s[1::2], s[0::2]])[:n]
+
+
+def marian(positions, dim):
+    """HF `MarianSinusoidalPositionalEmbedding.create_weight`: angle p / 10000^(2 (j//2) / d)
+    per column j; the sines of the even columns first (ceil(d/2) of them), then the
+    cosines of the odd ones."""
+    p = np.asarray(positions, np.float64)
+    j = np.arange(dim)
+    angle = p[..., None] / np.power(10000.0, 2 * (j // 2) / dim)
+    return np.concatenate([np.sin(angle[..., 0::2]), np.cos(angle[..., 1::2])], axis=-1)
+
+
+def roberta_positions(ids, padding_idx, cache_length=0):
+    """HF `create_position_ids_from_input_ids` (fairseq `make_positions`): real tokens
+    count from padding_idx + 1, padding keeps padding_idx."""
+    mask = (np.asarray(ids) != padding_idx).astype(np.int64)
+    return (np.cumsum(mask, axis=-1) + cache_length) * mask + padding_idx
+
+
+def opt_positions(attention_mask, offset=2):
+    """HF `OPTLearnedPositionalEmbedding`: cumsum(mask) * mask - 1, plus the offset 2."""
+    m = np.asarray(attention_mask, np.int64)
+    return np.cumsum(m, axis=-1) * m - 1 + offset
+
+
+def bert_embeddings(word, tt, pos, ids, tt_ids, positions, gamma, beta, eps, scale=None):
+    """HF `BertEmbeddings`: LayerNorm((scale * word[ids] + tt[tt_ids]) + pos[positions])."""
+    x = np.asarray(word, np.float64)[np.asarray(ids)]
+    if scale is not None:
+        x = x * scale
+    x = x + np.asarray(tt, np.float64)[np.asarray(tt_ids)]
+    x = x + np.asarray(pos, np.float64)[np.asarray(positions)]
+    return layer_norm(x, np.asarray(gamma, np.float64), np.asarray(beta, np.float64), eps)

@@ -347,12 +347,6 @@ ERRORS = [
         ValueError,
         r"SinusoidalConvention: `base` must be a finite number > 0, got nan",
     ),
-    Err(
-        "convention-concat-natural-odd",
-        lambda: ej.SinusoidalConvention(layout="concat", odd_dim="natural"),
-        ValueError,
-        r"SinusoidalConvention: `odd_dim` must be 'pad' or 'error' when layout='concat'",
-    ),
     # --- positions -----------------------------------------------------------------
     Err(
         "offset-shape-3d",
@@ -1802,6 +1796,224 @@ ERRORS = [
         ValueError,
         r"RotaryEmbedding2D: `layout` must be one of 'half', 'interleaved', got 'split'",
     ),
+    # --- issue 15: token types, Gemma's normaliser, MPT's ALiBi, HF positions ---------
+    Err(
+        "eaa-token-type-ids-without-table",
+        lambda: ej.embed_and_add(T, IDS, P, token_type_ids=IDS),
+        ValueError,
+        r"embed_and_add: `token_type_table` must be given with `token_type_ids`.*got None",
+    ),
+    Err(
+        "eaa-token-type-table-int",
+        lambda: ej.embed_and_add(T, IDS, P, token_type_table=jnp.ones((2, 4), jnp.int32)),
+        TypeError,
+        r"embed_and_add: `token_type_table` must be a floating-point array, got dtype int32",
+    ),
+    Err(
+        "eaa-token-type-table-list",
+        lambda: ej.embed_and_add(T, IDS, P, token_type_table=[[0.0] * 4] * 2),
+        TypeError,
+        r"embed_and_add: `token_type_table` must be an array .*got list",
+    ),
+    Err(
+        "eaa-token-type-table-1d",
+        lambda: ej.embed_and_add(T, IDS, P, token_type_table=jnp.ones(4)),
+        ValueError,
+        r"embed_and_add: `token_type_table` must be 2-D \[token_types, features\], got shape \(4,\)",
+    ),
+    Err(
+        "eaa-token-type-table-width",
+        lambda: ej.embed_and_add(T, IDS, P, token_type_table=jnp.ones((2, 5))),
+        ValueError,
+        r"embed_and_add: `token_type_table` must have features=4 .*got shape \(2, 5\)",
+    ),
+    Err(
+        "eaa-token-type-ids-float",
+        lambda: ej.embed_and_add(
+            T, IDS, P, token_type_ids=jnp.zeros((1, 3)), token_type_table=jnp.ones((2, 4))
+        ),
+        TypeError,
+        r"embed_and_add: `token_type_ids` must be an integer array, got dtype float32",
+    ),
+    Err(
+        "eaa-token-type-ids-shape",
+        lambda: ej.embed_and_add(
+            T,
+            IDS,
+            P,
+            token_type_ids=jnp.zeros((2, 3), jnp.int32),
+            token_type_table=jnp.ones((2, 4)),
+        ),
+        ValueError,
+        r"embed_and_add: `token_type_ids` must broadcast to ids.shape \(1, 3\), got shape \(2, 3\)",
+    ),
+    Err(
+        "eaa-token-type-ids-out-of-range",
+        lambda: ej.embed_and_add(
+            T,
+            IDS,
+            P,
+            token_type_ids=jnp.array([[0, 2, 1]], jnp.uint8),
+            token_type_table=jnp.ones((2, 4)),
+        ),
+        ValueError,
+        r"embed_and_add: `token_type_ids` must be in \[0, 2\) \(the number of token types\), "
+        r"got token_type_ids\[\(0, 1\)\] = 2",
+    ),
+    Err(
+        "eaa-token-type-ids-negative-int64-host",
+        lambda: ej.embed_and_add(
+            T,
+            IDS,
+            P,
+            token_type_ids=np.array([[0, -(2**40), 1]]),
+            token_type_table=jnp.ones((2, 4)),
+        ),
+        ValueError,
+        r"embed_and_add: `token_type_ids` must be in \[0, 2\).*= -1099511627776",
+    ),
+    Err(
+        "eaa-round-scale-without-scale",
+        lambda: ej.embed_and_add(T, IDS, P, round_scale=True),
+        ValueError,
+        r"embed_and_add: `round_scale` must be False without a `scale`.*got round_scale=True",
+    ),
+    Err(
+        "eaa-round-scale-not-bool",
+        lambda: ej.embed_and_add(T, IDS, P, scale=2.0, round_scale="yes"),
+        TypeError,
+        r"embed_and_add: `round_scale` must be a bool, got 'yes'",
+    ),
+    Err(
+        "alibi-max-bias-zero",
+        lambda: ej.alibi_slopes(4, max_bias=0.0),
+        ValueError,
+        r"alibi_slopes: `max_bias` must be a finite number > 0, got 0.0",
+    ),
+    Err(
+        "alibi-max-bias-nan",
+        lambda: ej.alibi_slopes(4, max_bias=float("nan")),
+        ValueError,
+        r"alibi_slopes: `max_bias` must be a finite number > 0, got nan",
+    ),
+    Err(
+        "alibi-max-bias-string",
+        lambda: ej.alibi_slopes(4, max_bias="8"),
+        TypeError,
+        r"alibi_slopes: `max_bias` must be a real number, got '8'",
+    ),
+    Err(
+        "alibi-max-bias-traced",
+        lambda: jax.jit(lambda b: ej.alibi_slopes(4, max_bias=b))(8.0),
+        ValueError,
+        r"alibi_slopes: `max_bias` must be a static Python number, got a traced value",
+    ),
+    Err(
+        "linen-alibi-max-bias-negative",
+        lambda: el.ALiBi(4, max_bias=-1.0),
+        ValueError,
+        r"ALiBi: `max_bias` must be a finite number > 0, got -1.0",
+    ),
+    Err(
+        "mask-positions-start-float",
+        lambda: ej.positions_from_mask(jnp.ones((1, 3), bool), start=1.5),
+        TypeError,
+        r"positions_from_mask: `start` must be an int, got 1.5",
+    ),
+    Err(
+        "mask-positions-start-traced",
+        _jit_static(lambda s: ej.positions_from_mask(jnp.ones((1, 3), bool), start=s)),
+        ValueError,
+        r"positions_from_mask: `start` must be a static Python int",
+    ),
+    Err(
+        "mask-positions-start-past-int32",
+        lambda: ej.positions_from_mask(jnp.ones((1, 3), bool), start=I32_MAX - 1),
+        ValueError,
+        r"positions_from_mask: `start` must fit in int32 .* start \+ seq - 1, got 2147483648",
+    ),
+    Err(
+        "mask-positions-pad-position-below-int32",
+        lambda: ej.positions_from_mask(jnp.ones((1, 3), bool), pad_position=I32_MIN - 1),
+        ValueError,
+        r"positions_from_mask: `pad_position` must fit in int32 .*got -2147483649",
+    ),
+    Err(
+        "linen-tape-num-token-types-zero",
+        lambda: el.TokenAndPositionEmbed(5, 4, max_len=6, num_token_types=0),
+        ValueError,
+        r"TokenAndPositionEmbed: `num_token_types` must be >= 1, got 0",
+    ),
+    Err(
+        "linen-tape-round-scale-without-scale",
+        lambda: el.TokenAndPositionEmbed(5, 4, max_len=6, round_scale=True),
+        ValueError,
+        r"TokenAndPositionEmbed: `round_scale` must be False without a `scale`",
+    ),
+    Err(
+        "nnx-tape-token-type-ids-without-types",
+        lambda: en.TokenAndPositionEmbed(5, 4, max_len=6, rngs=nnx.Rngs(0))(
+            IDS, token_type_ids=IDS
+        ),
+        ValueError,
+        r"TokenAndPositionEmbed: `token_type_ids` must be None unless the module has token types",
+    ),
+    Err(
+        "nnx-tape-token-type-ids-out-of-range",
+        lambda: en.TokenAndPositionEmbed(5, 4, max_len=6, num_token_types=2, rngs=nnx.Rngs(0))(
+            IDS, token_type_ids=IDS
+        ),
+        ValueError,
+        r"TokenAndPositionEmbed|embed_and_add: `token_type_ids` must be in \[0, 2\)",
+    ),
+    Err(
+        "linen-embed-float-inputs-value-error",
+        lambda: el.Embed(5, 4).init(KEY, jnp.ones(3)),
+        ValueError,
+        r"Embed: `inputs` must be an integer array, got dtype float32",
+    ),
+    Err(
+        "nnx-embed-float-inputs-type-error",
+        lambda: en.Embed(5, 4, rngs=nnx.Rngs(0))(jnp.ones(3)),
+        TypeError,
+        r"Embed: `inputs` must be an integer array, got dtype float32",
+    ),
+    Err(
+        "nnx-embed-num-embeddings-zero",
+        lambda: en.Embed(0, 4, rngs=nnx.Rngs(0)),
+        ValueError,
+        r"Embed: `num_embeddings` must be >= 1, got 0",
+    ),
+    Err(
+        "linen-embed-promote-dtype-not-callable",
+        lambda: el.Embed(5, 4, promote_dtype="float32"),
+        TypeError,
+        r"Embed: `promote_dtype` must be callable .*got 'float32'",
+    ),
+    Err(
+        "nnx-embed-metadata-not-mapping",
+        lambda: en.Embed(5, 4, rngs=nnx.Rngs(0), embedding_metadata=[("a", 1)]),
+        TypeError,
+        r"Embed: `embedding_metadata` must be a mapping of nnx.Param metadata",
+    ),
+    Err(
+        "nnx-embed-out-of-range-policy",
+        lambda: en.Embed(5, 4, rngs=nnx.Rngs(0), out_of_range="wrap"),
+        ValueError,
+        r"Embed: `out_of_range` must be one of 'error', 'clip', 'zero', 'nan', got 'wrap'",
+    ),
+    Err(
+        "nnx-embed-error-policy-concrete",
+        lambda: en.Embed(5, 4, rngs=nnx.Rngs(0), out_of_range="error")(jnp.array([1, 5], jnp.int8)),
+        ValueError,
+        r"Embed: `inputs` must be in \[0, 5\) \(num_embeddings\), got inputs\[\(1,\)\] = 5",
+    ),
+    Err(
+        "nnx-embed-attend-width",
+        lambda: en.Embed(5, 4, rngs=nnx.Rngs(0)).attend(jnp.ones((2, 3))),
+        ValueError,
+        r"Embed: `query` must have last axis features=4, got shape \(2, 3\)",
+    ),
 ]
 
 
@@ -2043,7 +2255,65 @@ BEHAVIOURS = [
     Ok("tree-checked-raises-under-jit", lambda: _tree_checked()),
     Ok("rope2d-no-patches", lambda: _rope2d_empty()),
     Ok("resize-to-one-patch", lambda: _resize_to_one()),
+    Ok("eaa-token-types-traced-out-of-range", lambda: _eaa_token_types_traced()),
+    Ok("eaa-token-types-empty-batch", lambda: _eaa_token_types_empty()),
+    Ok("convention-concat-natural-odd-is-marian", lambda: _marian_odd()),
+    Ok("embed-dropin-bad-ids-nan-rows", lambda: _dropin_bad_ids()),
+    Ok("mask-positions-all-padding", lambda: _mask_positions_all_padding()),
 ]
+
+
+def _eaa_token_types_traced():
+    """Traced token types out of range (plain jit, "error"): NaN rows, as every lookup;
+    the fused kernel (folded) and XLA alike."""
+    tt_table = jnp.asarray(np.random.default_rng(2).normal(size=(2, 4)), jnp.float32)
+    norm = (jnp.ones(4), jnp.zeros(4))
+    for impl in (None, "xla"):
+        f = jax.jit(
+            lambda t, impl=impl: ej.embed_and_add(
+                T,
+                IDS,
+                P,
+                token_type_ids=t,
+                token_type_table=tt_table,
+                norm=norm,
+                implementation=impl,
+            )
+        )
+        out = np.asarray(f(jnp.array([[0, 7, -1]], jnp.int16)))
+        assert np.isfinite(out[0, 0]).all() and np.isnan(out[0, 1:]).all()
+
+
+def _eaa_token_types_empty():
+    out = ej.embed_and_add(
+        T,
+        jnp.zeros((0, 3), jnp.int32),
+        P,
+        token_type_table=jnp.ones((2, 4)),
+        norm=(jnp.ones(4), jnp.zeros(4)),
+    )
+    assert out.shape == (0, 3, 4)
+
+
+def _marian_odd():
+    """Allowed since issue 15: ceil(d/2) sines then floor(d/2) cosines (HF Marian)."""
+    conv = ej.SinusoidalConvention(layout="concat", odd_dim="natural")
+    got = ej.sinusoidal_table(4, 7, convention=conv)
+    np.testing.assert_allclose(got, ref.marian(np.arange(4), 7), rtol=0, atol=1e-6)
+
+
+def _dropin_bad_ids():
+    """The Flax drop-in's default: NaN rows for ids past the end (as Flax) and for
+    negative ids (Flax wraps them), eagerly and under jit."""
+    m = en.Embed(5, 4, rngs=nnx.Rngs(0))
+    for f in (lambda i: m(i), jax.jit(lambda i: m(i))):
+        out = np.asarray(f(jnp.array([0, 5, -1, 2**20])))
+        assert np.isfinite(out[0]).all() and np.isnan(out[1:]).all()
+
+
+def _mask_positions_all_padding():
+    got = ej.positions_from_mask(jnp.zeros((2, 3), bool), start=2, pad_position=1)
+    np.testing.assert_array_equal(got, np.ones((2, 3), np.int32))
 
 
 # --- known bad: unclear errors or wrong results in code owned by others -------------

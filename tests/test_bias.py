@@ -309,3 +309,16 @@ def test_module_errors():
 def test_errors(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+@pytest.mark.parametrize("max_bias", [8.0, 4.0, 12.5])
+@pytest.mark.parametrize("n", [1, 3, 6, 8, 12])
+def test_alibi_max_bias_is_mpt_s_alibi_bias_max(n, max_bias):
+    """Against a float64 rewrite of HF's build_mpt_alibi_tensor slopes (MPT's rule for
+    a head count that is not a power of two is the paper's, for every max_bias)."""
+    got = np.asarray(ej.alibi_slopes(n, max_bias=max_bias), np.float64)
+    np.testing.assert_allclose(got, ref.mpt_alibi_slopes(n, max_bias), rtol=1e-7)
+    if max_bias == 8.0:
+        np.testing.assert_array_equal(ej.alibi_slopes(n, max_bias=8.0), ej.alibi_slopes(n))
+    mod = ejl.ALiBi(n, max_bias=max_bias).apply({}, jnp.arange(3), jnp.arange(3))
+    np.testing.assert_allclose(mod[:, 1, 0], -got, rtol=1e-7)

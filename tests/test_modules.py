@@ -26,6 +26,7 @@ import embeddings_jax as ej
 import embeddings_jax.linen as ejl
 import embeddings_jax.nnx as ejn
 from embeddings_jax._src.modules import spec as S
+from embeddings_jax._src.modules.frontend import default, fields
 
 V, D, L = 11, 8, 16
 IDS = jnp.asarray(np.random.default_rng(0).integers(0, V, (2, 5)), jnp.int32)
@@ -121,6 +122,8 @@ def front(request):
 CASES = [
     ("TokenEmbed", (V, D), {}, (IDS,)),
     ("TokenEmbed", (V, D), {"dtype": jnp.bfloat16, "logical_axes": None}, (IDS,)),
+    ("Embed", (V, D), {}, (IDS,)),
+    ("Embed", (V, D), {"dtype": jnp.bfloat16, "out_of_range": "zero"}, (IDS + 5,)),
     ("PositionEmbed", (L, D), {}, (POS,)),
     ("SinusoidalPositionEmbed", (D,), {"max_len": L, "out_of_range": "zero"}, (POS + 14,)),
     ("TokenAndPositionEmbed", (V, D), {"max_len": L}, (IDS,)),
@@ -131,6 +134,12 @@ CASES = [
         (IDS,),
     ),
     ("TokenAndPositionEmbed", (V, D), {"position": "none", "logical_axes": None}, (IDS,)),
+    (
+        "TokenAndPositionEmbed",
+        (V, D),
+        {"max_len": L, "layer_norm": True, "num_token_types": 2, "scale": 3.0, "round_scale": True},
+        (IDS,),
+    ),
     (
         "RotaryEmbedding",
         (),
@@ -152,22 +161,33 @@ IDS_OF_CASES = [f"{c[0]}-{i}" for i, c in enumerate(CASES)]
 
 
 def test_front_end_classes_are_the_specs():
-    """Same classes, names, attributes (order and defaults) and docs in both frameworks."""
+    """Same classes, names, attributes (order and defaults) and docs in both frameworks.
+
+    Each front end has the spec's attributes except those of the other framework only
+    (``ONLY``), with that framework's defaults (``DEFAULTS``); NNX places ``rngs`` last
+    or where the spec says (``NNX_RNGS_BEFORE``, Flax's place in ``nnx.Embed``)."""
     assert ejl.__all__ == ejn.__all__
     for name in ejl.__all__:
         lin, nx = getattr(ejl, name), getattr(ejn, name)
         spec = getattr(S, name)
         assert lin.__name__ == nx.__name__ == name
         assert lin.__doc__ == nx.__doc__ == spec.__doc__
-        want = [(f.name, f.default) for f in dataclasses.fields(spec)]
+
+        def want(fw, spec=spec):
+            return [(f.name, default(spec, f, fw)) for f in fields(spec, fw)]
+
         got_linen = [
             (f.name, f.default) for f in dataclasses.fields(lin) if f.name not in ("parent", "name")
         ]
-        params = inspect.signature(nx).parameters.values()
+        params = list(inspect.signature(nx).parameters.values())
         got_nnx = [(p.name, p.default) for p in params if p.name != "rngs"]
+        names = [p.name for p in params]
+        after = spec.NNX_RNGS_BEFORE
+        assert names.index("rngs") == (len(names) - 1 if after is None else names.index(after) - 1)
         missing = dataclasses.MISSING
-        assert got_linen == want
-        assert [(n, missing if d is inspect.Parameter.empty else d) for n, d in got_nnx] == want
+        assert got_linen == want("linen")
+        got = [(n, missing if d is inspect.Parameter.empty else d) for n, d in got_nnx]
+        assert got == want("nnx")
         for method in spec.METHODS:  # the same call signatures
             assert inspect.signature(getattr(lin, method)) == inspect.signature(getattr(nx, method))
 

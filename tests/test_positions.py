@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import embeddings_jax as ej
+from tests import reference as ref
 
 
 def loop_segments(seg):
@@ -125,3 +126,14 @@ def test_traced_offset_under_jit_no_recompile():
     f(jnp.array([1, 2]))
     f(jnp.array([5, 7]))
     assert f._cache_size() == 1
+
+
+def test_positions_from_mask_with_start_and_pad_position():
+    """RoBERTa/XLM-R and OPT from the mask, against float64 rewrites of HF's formulas."""
+    ids = np.array([[0, 31, 7, 2, 1, 1], [1, 1, 0, 5, 6, 2]])  # RoBERTa: padding_idx = 1
+    got = ej.positions_from_mask(jnp.asarray(ids != 1), start=2, pad_position=1)
+    np.testing.assert_array_equal(got, ref.roberta_positions(ids, 1))
+    mask = np.array([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])  # OPT, left padding
+    got = jax.jit(lambda m: ej.positions_from_mask(m, start=2, pad_position=1))(mask)
+    np.testing.assert_array_equal(got, ref.opt_positions(mask))
+    assert got.dtype == jnp.int32

@@ -194,15 +194,27 @@ def test_traced_dim_is_rejected():
             r"SinusoidalConvention: `layout` must be one of 'interleaved', 'concat', got 'rows'",
         ),
         (dict(base=-1.0), r"SinusoidalConvention: `base` must be a finite number > 0, got -1.0"),
-        (
-            dict(layout="concat", odd_dim="natural"),
-            r"`odd_dim` must be 'pad' or 'error' when layout='concat'",
-        ),
     ],
 )
 def test_convention_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ej.SinusoidalConvention(**kwargs)
+
+
+@pytest.mark.parametrize("dim", [1, 5, 7, 8])
+def test_concat_natural_odd_dim_is_marian_s_table(dim):
+    """layout="concat", odd_dim="natural": ceil(d/2) sines then floor(d/2) cosines with
+    exponents 2i/d (HF Marian, float64 rewrite in tests/reference.py); even d: the
+    plain concat layout."""
+    conv = ej.SinusoidalConvention(layout="concat", odd_dim="natural")
+    pos = np.array([0, 1, 17, 999, 123_456, 2**31 - 1])
+    got = np.asarray(ej.sinusoidal(jnp.asarray(pos, jnp.int32), dim, convention=conv))
+    np.testing.assert_allclose(got, ref.marian(pos, dim), rtol=0, atol=1e-6)
+    if dim % 2 == 0:
+        plain = ej.SinusoidalConvention(layout="concat")
+        np.testing.assert_array_equal(
+            got, ej.sinusoidal(jnp.asarray(pos, jnp.int32), dim, convention=plain)
+        )
 
 
 def test_table_errors():

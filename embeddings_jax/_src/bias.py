@@ -24,35 +24,38 @@ __all__ = [
 ]
 
 
-def alibi_slopes_np(num_heads: int) -> np.ndarray:
+def alibi_slopes_np(num_heads: int, max_bias: float = 8.0) -> np.ndarray:
     r"""Host float64 ALiBi slopes for ``num_heads`` heads (see :func:`alibi_slopes`)."""
 
     def power_of_2(n: int) -> list[float]:
-        start = 2.0 ** (-(2.0 ** -(math.log2(n) - 3)))
-        return [start * start**i for i in range(n)]
+        start = 2.0 ** (-max_bias / n)
+        return [start ** (i + 1) for i in range(n)]
 
     if math.log2(num_heads).is_integer():
         return np.asarray(power_of_2(num_heads), np.float64)
     closest = 2 ** math.floor(math.log2(num_heads))
-    extra = alibi_slopes_np(2 * closest)[0::2][: num_heads - closest]
+    extra = alibi_slopes_np(2 * closest, max_bias)[0::2][: num_heads - closest]
     return np.concatenate([np.asarray(power_of_2(closest), np.float64), extra])
 
 
 def alibi_slopes(
     num_heads: int,
     *,
+    max_bias: float = 8.0,
     head_offset: int | Int[ArrayLike, ""] = 0,
     num_local_heads: int | None = None,
 ) -> Float[Array, " local_heads"]:
     r"""ALiBi head slopes, correct for any head count, optionally one shard's slice.
 
     For :math:`n` a power of two the slopes are the geometric sequence
-    :math:`m_h = 2^{-8h/n}`, :math:`h = 1 .. n`. Otherwise, with :math:`c` the largest
-    power of two below :math:`n`, the first :math:`c` slopes are those of :math:`c`
-    heads followed by every other slope of :math:`2c` heads
+    :math:`m_h = 2^{-b h/n}`, :math:`h = 1 .. n`, with :math:`b` = ``max_bias``
+    (8 in the paper and BLOOM; MPT's ``alibi_bias_max``). Otherwise, with :math:`c`
+    the largest power of two below :math:`n`, the first :math:`c` slopes are those of
+    :math:`c` heads followed by every other slope of :math:`2c` heads
     (:math:`m^{(2c)}_1, m^{(2c)}_3, \dots`), the first :math:`n - c` of them; this is the
     rule of the paper's official code (``get_slopes`` in ofirpress/attention_with_linear_biases),
-    also used by BLOOM and MPT.
+    also used by BLOOM, and for every ``max_bias`` the same slopes as MPT's
+    ``gen_slopes`` (which takes the :math:`2c`-head sequence's odd then even entries).
 
     With heads sharded over devices, each shard needs the slopes of its own heads:
     ``head_offset`` (may be traced, e.g. ``lax.axis_index("model") * num_local_heads``
@@ -61,6 +64,8 @@ def alibi_slopes(
 
     Args:
       num_heads: total number of heads ``>= 1`` (static).
+      max_bias: :math:`b > 0`, the exponent scale (static); MPT configs call it
+        ``alibi_bias_max``.
       head_offset: first head of the slice; a static int or a traced int scalar.
       num_local_heads: static length of the slice; default all ``num_heads``.
 
@@ -68,24 +73,29 @@ def alibi_slopes(
       float32 ``[num_local_heads]`` slopes.
 
     Raises:
-      ValueError: ``num_heads < 1``, ``num_local_heads`` outside ``1 .. num_heads``, a
-        static ``head_offset`` that does not leave room for ``num_local_heads``.
-      TypeError: non-integer ``head_offset``.
+      ValueError: ``num_heads < 1``, ``max_bias`` not a finite number ``> 0``,
+        ``num_local_heads`` outside ``1 .. num_heads``, a static ``head_offset`` that
+        does not leave room for ``num_local_heads``.
+      TypeError: non-integer ``head_offset``, non-real ``max_bias``.
 
     Example:
       >>> import embeddings_jax as ej
       >>> ej.alibi_slopes(4)
       Array([0.25      , 0.0625    , 0.015625  , 0.00390625], dtype=float32)
+      >>> ej.alibi_slopes(4, max_bias=4.0)  # MPT with alibi_bias_max=4
+      Array([0.5   , 0.25  , 0.125 , 0.0625], dtype=float32)
       >>> ej.alibi_slopes(8, head_offset=2, num_local_heads=2)
       Array([0.125 , 0.0625], dtype=float32)
 
     References:
       Press et al., "Train Short, Test Long: Attention with Linear Biases", ICLR 2022,
       arXiv:2108.12409; official code ``get_slopes``. Hugging Face
-      ``build_alibi_tensor`` (``modeling_bloom.py``).
+      ``build_alibi_tensor`` (``modeling_bloom.py``) and ``build_mpt_alibi_tensor``
+      (``modeling_mpt.py``).
     """
     fn = "alibi_slopes"
     n = checks.static_int(fn, "num_heads", num_heads, minimum=1)
+    b = checks.static_float(fn, "max_bias", max_bias, positive=True)
     local = (
         n
         if num_local_heads is None
@@ -93,7 +103,7 @@ def alibi_slopes(
     )
     if local > n:
         raise ValueError(f"{fn}: `num_local_heads` must be <= num_heads ({n}), got {local}")
-    table = jnp.asarray(alibi_slopes_np(n), jnp.float32)
+    table = jnp.asarray(alibi_slopes_np(n, b), jnp.float32)
     if isinstance(head_offset, (int, np.integer)) and not isinstance(head_offset, bool):
         _check_head_offset(fn, int(head_offset), n, local)
         off = int(head_offset)

@@ -50,6 +50,13 @@ class Plan:
       eps: LayerNorm epsilon, ``None`` without LayerNorm.
       out_dtype: the result dtype.
       backend: ``"xla"`` or ``"fused"`` (the kernel where it may run, else XLA).
+      token_type_method: lookup method of the token-type table, ``None`` without one.
+      fold: how the fused kernel (one token and one position operand) reads the
+        token-type term, folded into its position operand: ``"alone"`` (no position
+        term: the token-type table is that operand), ``"slots"`` (positions shared by
+        every row: rows ``s * T + t`` of ``P[pos_s] + T_t``, ``seq * T`` of them) or
+        ``"table"`` (per-id table positions: rows ``p * T + t`` of the whole
+        ``[max_len * T]`` sum); ``None`` without a token-type term.
     """
 
     fn: str
@@ -63,6 +70,8 @@ class Plan:
     eps: float | None
     out_dtype: np.dtype
     backend: str
+    token_type_method: str | None = None
+    fold: str | None = None
 
 
 class Operands(NamedTuple):
@@ -77,6 +86,9 @@ class Operands(NamedTuple):
     tok_valid: Array | None
     pos: Array | None  # positions (sinusoid) or resolved rows (table lookup)
     pos_valid: Array | None
+    tt_table: Array | None = None
+    tt_idx: Array | None = None
+    tt_valid: Array | None = None
 
 
 def embed_and_add(
@@ -96,22 +108,30 @@ def embed_and_add(
     dtype: Dtype | None = None,
     implementation: str | None = None,
     impl: str | None = None,
+    token_type_ids: Int[ArrayLike, "*batch seq"] | None = None,
+    token_type_table: Float[Array, "token_types features"] | None = None,
+    round_scale: bool = False,
 ) -> Float[Array, "*batch seq features"]:
-    r"""Token embedding plus position encoding, optionally scaled and layer-normalised.
+    r"""Token embedding plus position encoding (plus token types), scaled and layer-normalised.
 
     .. math::
 
-      X_{b,t} = \mathrm{norm}\left(s \cdot E[\mathrm{ids}_{b,t}] + P[\mathrm{pos}_{b,t}]\right)
+      X_{b,t} = \mathrm{norm}\left(s \cdot E[\mathrm{ids}_{b,t}]
+        + T[\mathrm{tt}_{b,t}] + P[\mathrm{pos}_{b,t}]\right)
 
     where ``P`` is a learned/precomputed table or a sinusoid computed exactly on the fly,
     and ``pos`` defaults to ``arange(seq) + offset`` (per row when ``offset`` is an
     array) or restarts at 0 in each segment when ``segment_ids`` is given (packing).
-    The sum (and LayerNorm) are computed in float32 and cast once to ``dtype``.
+    ``T`` is the optional token-type (segment) table of BERT-family models; the three
+    terms are summed in Hugging Face ``BertEmbeddings``' order, ``(s E + T) + P``, before
+    the LayerNorm (``s`` scales the token rows only). The sum (and LayerNorm) are
+    computed in float32 and cast once to ``dtype``.
 
-    Ids and positions out of range follow ``out_of_range`` (see :func:`embed`): ids
-    against the vocabulary, positions against the position table, or against
-    ``max_len`` for a sinusoid. A static overflow (``seq + offset > max_len`` with a
-    Python-int ``offset``) is a ``ValueError`` at trace time. A traced ``offset`` that
+    Ids, token types and positions out of range follow ``out_of_range`` (see
+    :func:`embed`): ids against the vocabulary, token types against the token-type
+    table, positions against the position table, or against ``max_len`` for a sinusoid.
+    A static overflow (``seq + offset > max_len`` with a Python-int ``offset``) is a
+    ``ValueError`` at trace time. A traced ``offset`` that
     pushes positions past the top of its integer dtype saturates there and the
     positions count as out of range.
 
@@ -143,16 +163,31 @@ def embed_and_add(
         the case is unsupported. Derivatives always use the XLA path; kernel and XLA
         results agree to float32 rounding.
       impl: the former name of ``implementation`` (``"auto"`` means ``None``).
+      token_type_ids: integer token types (segment ids of BERT's sentence pairs)
+        broadcastable to ``ids.shape``, any integer dtype; needs ``token_type_table``.
+        ``None`` with a table: type 0 everywhere (as Hugging Face's default).
+      token_type_table: ``[token_types, features]`` table ``T`` (HF's
+        ``token_type_embeddings.weight``), or ``None`` for no token-type term. The
+        fused kernel takes it folded into its position operand (see :class:`Plan`)
+        where that costs at most one extra row per id; else XLA runs.
+      round_scale: round ``scale`` to ``token_table.dtype`` (through float32) before
+        multiplying, as Hugging Face's Gemma, Gemma 2 and Gemma 3 do with their
+        ``sqrt(hidden_size)`` normaliser (33.94 becomes 34.0 for a bfloat16 table);
+        needs ``scale``. The product is exact in float32, so a bfloat16 result equals
+        HF's bfloat16 product.
 
     Returns:
       ``ids.shape + (features,)`` array of ``dtype``.
 
     Raises:
-      TypeError: non-integer ids/positions/offset, non-floating tables, a
-        ``token_table`` that is not an array, a ``scale`` that is not a real number.
+      TypeError: non-integer ids/positions/offset/token types, non-floating tables, a
+        ``token_table`` or ``token_type_table`` that is not an array, a ``scale`` that
+        is not a real number, a ``round_scale`` that is not a bool.
       ValueError: width mismatch, ``seq + offset > max_len``, shape mismatches,
         ``positions`` together with ``offset``/``segment_ids``, a bad ``norm_eps``,
-        unknown convention/policy/method, concrete out-of-range ids under ``"error"``.
+        unknown convention/policy/method, concrete out-of-range ids under ``"error"``,
+        ``token_type_ids`` without ``token_type_table``, ``round_scale`` without
+        ``scale``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -164,9 +199,32 @@ def embed_and_add(
       >>> x[0, 0]
       Array([2., 3., 2., 3.], dtype=float32)
 
+    BERT (token types, learned positions, LayerNorm; HF ``BertEmbeddings`` in eval mode):
+
+      >>> import jax
+      >>> k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+      >>> word = jax.random.normal(k1, (30, 8))
+      >>> pos = jax.random.normal(k2, (16, 8))
+      >>> types = jax.random.normal(k3, (2, 8))
+      >>> ids = jnp.array([[2, 7, 9, 3, 5, 3]])
+      >>> tt = jnp.array([[0, 0, 0, 0, 1, 1]])
+      >>> y = ej.embed_and_add(word, ids, pos, token_type_ids=tt, token_type_table=types,
+      ...                      norm=(jnp.ones(8), jnp.zeros(8)), norm_eps=1e-12)
+      >>> y.shape
+      (1, 6, 8)
+
+    Gemma (the normaliser rounded to the bfloat16 table's dtype, no position term):
+
+      >>> emb = jnp.ones((4, 1152), jnp.bfloat16)
+      >>> ej.embed_and_add(emb, jnp.array([[1]]), None, scale=1152**0.5,
+      ...                  round_scale=True)[0, 0, 0]
+      Array(34, dtype=bfloat16)
+
     References:
       Vaswani et al. 2017 (section 3.4: token embeddings scaled by sqrt(d_model));
-      Devlin et al. 2019 (BERT: learned positions, LayerNorm after the sum).
+      Devlin et al. 2019 (BERT: learned positions, token types, LayerNorm after the
+      sum); Hugging Face ``BertEmbeddings`` (``modeling_bert.py``),
+      ``Gemma3TextScaledWordEmbedding`` (``modeling_gemma3.py``).
     """
     plan, ops = _plan(
         "embed_and_add",
@@ -184,6 +242,9 @@ def embed_and_add(
         method=method,
         dtype=dtype,
         implementation=_implementation("embed_and_add", implementation, impl),
+        token_type_ids=token_type_ids,
+        token_type_table=token_type_table,
+        round_scale=round_scale,
     )
     return _dispatch(plan, ops)
 
@@ -296,6 +357,9 @@ def _plan(
     method,
     dtype,
     implementation,
+    token_type_ids=None,
+    token_type_table=None,
+    round_scale=False,
 ) -> tuple[Plan, Operands]:
     """Validate everything, decide everything static, resolve ids and positions."""
     check_array(fn, "token_table", token_table)
@@ -313,6 +377,13 @@ def _plan(
         else checks.check_float_dtype(fn, "dtype", dtype)
     )
     _check_scale(fn, scale)
+    if not isinstance(round_scale, (bool, np.bool_)):
+        raise TypeError(f"{fn}: `round_scale` must be a bool, got {checks.describe(round_scale)}")
+    if round_scale and scale is None:
+        raise ValueError(
+            f"{fn}: `round_scale` must be False without a `scale` (there is nothing to "
+            f"round), got round_scale=True and scale=None"
+        )
     gamma, beta = _check_norm(fn, norm, d)
     acc = acc_dtype(token_table.dtype)
     eps = None if norm is None else checks.check_epsilon(fn, "norm_eps", norm_eps, acc)
@@ -328,6 +399,7 @@ def _plan(
     tok = policy.resolve(
         fn, "ids", ids, vocab, out_of_range, what="the vocabulary size", table_name="token_table"
     )
+    tt_table, tt = _token_types(fn, token_type_ids, token_type_table, ids_shape, d, out_of_range)
     pos = pos_valid = None
     start = None
     position_method = None
@@ -382,7 +454,24 @@ def _plan(
     shared = kind != "none" and (
         kind_planned == "slice" or (pos is not None and pos.ndim < len(ids_shape))
     )
-    backend = _backend(fn, implementation, eps, token_method, token_table, table, out_dtype)
+    tt_method = fold = None
+    if tt_table is not None:
+        tt_method = resolve_method(method, tt_table.shape[0], fn)
+        masks = tt.valid is not None or pos_valid is not None
+        n = int(np.prod(ids_shape))
+        fold = _fold(kind_planned, shared, table, tt_table.shape[0], out_of_range, masks, n)
+    backend = _backend(
+        fn,
+        implementation,
+        eps,
+        token_method,
+        token_table,
+        table,
+        out_dtype,
+        tt_table=tt_table,
+        tt_method=tt_method,
+        fold=fold,
+    )
     plan = Plan(
         fn=fn,
         out_of_range=out_of_range,
@@ -395,22 +484,104 @@ def _plan(
         eps=eps,
         out_dtype=out_dtype,
         backend=backend,
+        token_type_method=tt_method,
+        fold=fold,
     )
+    if scale is not None:
+        scale = jnp.asarray(scale)
+        if round_scale:  # as HF: torch.tensor(scale) (float32), then .to(weight.dtype)
+            scale = scale.astype(jnp.float32).astype(token_table.dtype)
     ops = Operands(
         token_table=jnp.asarray(token_table),
         position_table=table,
-        scale=None if scale is None else jnp.asarray(scale),
+        scale=scale,
         gamma=gamma,
         beta=beta,
         tok_idx=tok.idx,
         tok_valid=tok.valid,
         pos=pos,
         pos_valid=pos_valid,
+        tt_table=tt_table,
+        tt_idx=None if tt is None else tt.idx,
+        tt_valid=None if tt is None else tt.valid,
     )
     return plan, ops
 
 
-def _backend(fn, implementation, eps, token_method, token_table, table, out_dtype) -> str:
+def _token_types(fn: str, tt_ids, tt_table, ids_shape: tuple[int, ...], d: int, out_of_range):
+    """``(table, resolved token types broadcast to ids.shape)``, or ``(None, None)``."""
+    if tt_table is None:
+        if tt_ids is not None:
+            raise ValueError(
+                f"{fn}: `token_type_table` must be given with `token_type_ids` (the "
+                f"[token_types, features] table they index), got None"
+            )
+        return None, None
+    check_array(fn, "token_type_table", tt_table)
+    checks.check_floating(fn, "token_type_table", tt_table)
+    checks.check_ndim(fn, "token_type_table", tt_table, 2, axes="token_types, features")
+    if tt_table.shape[1] != d:
+        raise ValueError(
+            f"{fn}: `token_type_table` must have features={d} (the token_table width), got "
+            f"shape {tuple(tt_table.shape)}"
+        )
+    if tt_ids is None:  # Hugging Face's default: type 0 everywhere
+        tt_ids = np.zeros(ids_shape, np.int32)
+    checks.check_integer(fn, "token_type_ids", tt_ids)
+    shape = tuple(np.shape(tt_ids))
+    try:
+        ok = np.broadcast_shapes(shape, ids_shape) == ids_shape
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"{fn}: `token_type_ids` must broadcast to ids.shape {ids_shape}, got shape {shape}"
+        )
+    if shape != ids_shape:
+        tt_ids = (np if checks.is_host(tt_ids) else jnp).broadcast_to(tt_ids, ids_shape)
+    tt = policy.resolve(
+        fn,
+        "token_type_ids",
+        tt_ids,
+        tt_table.shape[0],
+        out_of_range,
+        what="the number of token types",
+        table_name="token_type_table",
+    )
+    return jnp.asarray(tt_table), tt
+
+
+# Per-term fills (the "zero" policy with a traced id out of range) cannot be expressed
+# by one row code for a sum of two terms; the fused kernel then leaves it to XLA.
+def _fold(
+    kind: str, shared: bool, table, types: int, out_of_range: str, masks: bool, n: int
+) -> str | None:
+    """How the fused kernel takes the token-type term (see :class:`Plan`), or ``None``
+    when it would cost more than the XLA formulation or cannot express the policy."""
+    if kind == "none":
+        return "alone"
+    if out_of_range == "zero" and masks:
+        return None
+    if shared:
+        return "slots"
+    if kind == "table" and table.shape[0] * types <= n:  # at most one extra row per id
+        return "table"
+    return None
+
+
+def _backend(
+    fn,
+    implementation,
+    eps,
+    token_method,
+    token_table,
+    table,
+    out_dtype,
+    *,
+    tt_table=None,
+    tt_method=None,
+    fold=None,
+) -> str:
     """``"fused"`` when the LayerNorm path may use the compiled kernel, else ``"xla"``."""
     implementation, arg = implementation
     if implementation == "xla" or eps is None and implementation is None:
@@ -420,6 +591,13 @@ def _backend(fn, implementation, eps, token_method, token_table, table, out_dtyp
         unsupported.append("norm=None (the kernel is the fused LayerNorm path)")
     if token_method != "gather":
         unsupported.append(f"method {token_method!r} (the kernel gathers)")
+    if tt_table is not None and tt_method != "gather":
+        unsupported.append(f"token-type method {tt_method!r} (the kernel gathers)")
+    if tt_table is not None and fold is None:
+        unsupported.append(
+            "token types with per-id positions that are not a table lookup of at most one "
+            "extra row per id, or with per-term fills (out_of_range='zero', traced ids)"
+        )
     for name, dt in (
         ("token_table dtype", token_table.dtype),
         ("position dtype", None if table is None else table.dtype),
@@ -531,7 +709,19 @@ def _position_rows(plan: Plan, table, pos, pos_valid, seq: int, d: int, dtype) -
 
 
 def _forward_xla(
-    plan: Plan, token_table, table, scale, gamma, beta, tok_idx, tok_valid, pos, pos_valid
+    plan: Plan,
+    token_table,
+    table,
+    scale,
+    gamma,
+    beta,
+    tok_idx,
+    tok_valid,
+    pos,
+    pos_valid,
+    tt_table=None,
+    tt_idx=None,
+    tt_valid=None,
 ):
     """``embed_and_add`` after planning, as XLA operations (every platform)."""
     seq, d = tok_idx.shape[-1], token_table.shape[1]
@@ -540,6 +730,10 @@ def _forward_xla(
     x = rows_of(token_table, r, out_of_range=plan.out_of_range, method=plan.token_method, dtype=acc)
     if scale is not None:
         x = x * jnp.asarray(scale, x.dtype)
+    if tt_table is not None:  # HF BertEmbeddings: (word + token_type) + position
+        rt = policy.Resolved(tt_idx, tt_valid)
+        method = plan.token_type_method
+        x = x + rows_of(tt_table, rt, out_of_range=plan.out_of_range, method=method, dtype=acc)
     p = _position_rows(plan, table, pos, pos_valid, seq, d, x.dtype)
     if p is not None:
         x = _add_position(x, p)
@@ -548,15 +742,58 @@ def _forward_xla(
     return x.astype(plan.out_dtype)
 
 
+def _fold_token_types(plan: Plan, table, pos, pos_valid, tt_table, tt_idx, tt_valid, shape):
+    """The kernel's position operand with the token-type term folded in: a float32
+    ``[rows, d]`` table and its int32 row codes (one per id, ``shape``)."""
+    seq, (types, d) = shape[-1], tt_table.shape
+    f32 = jnp.float32
+    if plan.fold == "alone":
+        return tt_table.astype(f32), policy.row_codes(
+            policy.Resolved(tt_idx, tt_valid), plan.out_of_range
+        )
+    if plan.fold == "table":  # rows p * T + t of P[p] + T[t], the whole table
+        both = table.astype(f32)[:, None, :] + tt_table.astype(f32)[None, :, :]
+        idx = _lead_ones(pos, len(shape)) * jnp.int32(types) + tt_idx
+        valid = tt_valid if pos_valid is None else _lead_ones(pos_valid, len(shape))
+        if pos_valid is not None and tt_valid is not None:
+            valid = valid & tt_valid
+        code = policy.row_codes(policy.Resolved(idx, valid), plan.out_of_range)
+        return both.reshape(-1, d), code
+    # "slots": positions shared by every row; slot s holds the (filled) position row.
+    rows = _position_rows(plan, table, pos, pos_valid, seq, d, f32).reshape(-1, d)
+    both = rows[:, None, :] + tt_table.astype(f32)[None, :, :]
+    slot_shape = (seq,) if plan.position == "slice" else pos.shape
+    slots = jnp.arange(rows.shape[0], dtype=jnp.int32).reshape(slot_shape)
+    idx = _lead_ones(slots, len(shape)) * jnp.int32(types) + tt_idx
+    code = policy.row_codes(policy.Resolved(idx, tt_valid), plan.out_of_range)
+    return both.reshape(-1, d), code
+
+
 def _forward_kernel(
-    plan: Plan, token_table, table, scale, gamma, beta, tok_idx, tok_valid, pos, pos_valid
+    plan: Plan,
+    token_table,
+    table,
+    scale,
+    gamma,
+    beta,
+    tok_idx,
+    tok_valid,
+    pos,
+    pos_valid,
+    tt_table=None,
+    tt_idx=None,
+    tt_valid=None,
 ):
     """The fused kernel's version of :func:`_forward_xla` (same operands, CPU only)."""
     shape = tok_idx.shape
     seq, d = shape[-1], token_table.shape[1]
     codes = policy.row_codes(policy.Resolved(tok_idx, tok_valid), plan.out_of_range)
     p_table = p_codes = None
-    if plan.position == "slice":
+    if plan.fold is not None:
+        p_table, p_codes = _fold_token_types(
+            plan, table, pos, pos_valid, tt_table, tt_idx, tt_valid, shape
+        )
+    elif plan.position == "slice":
         p_table = table
         p_codes = jnp.arange(plan.start, plan.start + seq, dtype=jnp.int32)
     elif plan.position == "table":

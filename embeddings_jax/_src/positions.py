@@ -253,16 +253,36 @@ def positions_from_segments(segment_ids: Int[ArrayLike, "*batch seq"]) -> Int[Ar
     return t - start_idx
 
 
-def positions_from_mask(mask: Bool[ArrayLike, "*batch seq"]) -> Int[Array, "*batch seq"]:
-    r"""Positions for (left-)padded rows: the first real token gets 0; padding gets 0.
+def positions_from_mask(
+    mask: Bool[ArrayLike, "*batch seq"], *, start: int = 0, pad_position: int = 0
+) -> Int[Array, "*batch seq"]:
+    r"""Positions for padded rows: real tokens count from ``start``, padding gets ``pad_position``.
 
-    .. math:: \mathrm{pos}_t = \mathrm{mask}_t \cdot \left(\sum_{s \le t} \mathrm{mask}_s - 1\right)
+    .. math::
+
+      \mathrm{pos}_t = \begin{cases} \mathrm{start} + \sum_{s \le t} \mathrm{mask}_s - 1
+      & \mathrm{mask}_t \\ \mathrm{pad\_position} & \text{otherwise} \end{cases}
+
+    The defaults give Hugging Face ``generate``'s left-padding positions. Two families
+    index their learned position tables this way with other numbers:
+
+    * RoBERTa, XLM-R (fairseq's ``make_positions``, HF
+      ``create_position_ids_from_input_ids``): ``mask = ids != padding_idx``,
+      ``start=padding_idx + 1``, ``pad_position=padding_idx``.
+    * OPT (HF ``OPTLearnedPositionalEmbedding``, offset 2): ``mask = attention_mask``,
+      ``start=2``, ``pad_position=1``.
 
     Args:
       mask: ``[..., seq]`` array, true (or non-zero) for real tokens.
+      start: static int, the position of the first real token of a row.
+      pad_position: static int, the position of every padding token.
 
     Returns:
       int32 array of the same shape.
+
+    Raises:
+      TypeError: ``mask`` not bool or integer; ``start``/``pad_position`` not ints.
+      ValueError: ``mask`` 0-D; ``start + seq - 1`` or ``pad_position`` outside int32.
 
     Example:
       >>> import jax.numpy as jnp
@@ -270,18 +290,33 @@ def positions_from_mask(mask: Bool[ArrayLike, "*batch seq"]) -> Int[Array, "*bat
       >>> ej.positions_from_mask(jnp.array([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]]))
       Array([[0, 0, 0, 1, 2],
              [0, 1, 2, 3, 4]], dtype=int32)
+      >>> ids = jnp.array([[0, 31, 7, 2, 1, 1]])  # RoBERTa, padding_idx = 1
+      >>> ej.positions_from_mask(ids != 1, start=2, pad_position=1)
+      Array([[2, 3, 4, 5, 1, 1]], dtype=int32)
 
     References:
-      Hugging Face ``generate``: ``attention_mask.cumsum(-1) - 1`` for left padding.
+      Hugging Face ``generate``: ``attention_mask.cumsum(-1) - 1`` for left padding;
+      ``create_position_ids_from_input_ids`` (``modeling_roberta.py``);
+      ``OPTLearnedPositionalEmbedding`` (``modeling_opt.py``).
     """
     fn = "positions_from_mask"
     m = jnp.asarray(mask)
     if not (m.dtype == jnp.bool_ or jnp.issubdtype(m.dtype, jnp.integer)):
         raise TypeError(f"{fn}: `mask` must be a bool or integer array, got dtype {m.dtype.name}")
     checks.check_ndim(fn, "mask", m, min_ndim=1, axes="..., seq")
+    first = checks.static_int(fn, "start", start)
+    pad = checks.static_int(fn, "pad_position", pad_position)
+    last = first + max(m.shape[-1], 1) - 1
+    for name, lo, hi in (("start", first, last), ("pad_position", pad, pad)):
+        if lo < checks.INT32_MIN or hi > checks.INT32_MAX:
+            what = " together with the last position start + seq - 1" if name == "start" else ""
+            raise ValueError(
+                f"{fn}: `{name}` must fit in int32 [{checks.INT32_MIN}, {checks.INT32_MAX}]"
+                f"{what}, got {hi if hi > checks.INT32_MAX else lo}"
+            )
     m = m.astype(jnp.bool_)
     count = jnp.cumsum(m.astype(jnp.int32), axis=-1) - 1
-    return jnp.where(m, count, 0)
+    return jnp.where(m, count + jnp.int32(first), jnp.int32(pad))
 
 
 def positions(

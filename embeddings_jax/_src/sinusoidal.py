@@ -39,16 +39,26 @@ class SinusoidalConvention:
     then all cosines (``[sin | cos]``). ``cos_first=True`` swaps the roles of sin and cos.
 
     ``odd_dim`` says what an odd ``d`` means (default: ``"natural"`` for interleaved,
-    ``"pad"`` for concat): ``"natural"`` (interleaved only) keeps
-    the column formula, so the last column is a sine of frequency ``w_{(d-1)/2}``;
-    ``"pad"`` appends one zero column to the ``d - 1`` encoding; ``"error"`` rejects odd
-    ``d`` with ``ValueError``.
+    ``"pad"`` for concat): ``"natural"`` keeps the column formula with
+    ``n = ceil(d / 2)`` frequencies (exponents ``2i/d`` with the odd ``d`` itself), so
+    interleaved ends with a sine column of frequency ``w_{(d-1)/2}`` and concat has
+    ``ceil(d/2)`` sines followed by ``floor(d/2)`` cosines (the last frequency has no
+    cosine: Hugging Face's ``MarianSinusoidalPositionalEmbedding``); ``"pad"`` appends
+    one zero column to the ``d - 1`` encoding; ``"error"`` rejects odd ``d`` with
+    ``ValueError``.
 
     Example:
       >>> import embeddings_jax as ej
       >>> conv = ej.SinusoidalConvention(layout="concat", base=500.0)
       >>> ej.sinusoidal_table(3, 4, convention=conv).shape
       (3, 4)
+      >>> marian = ej.SinusoidalConvention(layout="concat", odd_dim="natural")
+      >>> ej.sinusoidal_table(2, 5, convention=marian)[1].round(4)  # 3 sines, 2 cosines
+      Array([0.8415, 0.0251, 0.0006, 0.5403, 0.9997], dtype=float32)
+
+    References:
+      Vaswani et al. 2017, section 3.5; tensor2tensor ``get_timing_signal_1d``; Hugging
+      Face ``MarianSinusoidalPositionalEmbedding.create_weight`` (odd ``d``).
     """
 
     layout: Literal["interleaved", "concat"] = "interleaved"
@@ -71,10 +81,6 @@ class SinusoidalConvention:
         checks.static_float(fn, "base", self.base, positive=True)
         checks.static_float(fn, "min_timescale", self.min_timescale, positive=True)
         checks.static_float(fn, "max_timescale", self.max_timescale, positive=True)
-        if self.odd_dim == "natural" and self.layout == "concat":
-            raise ValueError(
-                f"{fn}: `odd_dim` must be 'pad' or 'error' when layout='concat', got 'natural'"
-            )
 
     def num_frequencies(self, dim: int) -> int:
         """Number of distinct frequencies used for width ``dim``."""
@@ -100,9 +106,10 @@ class SinusoidalConvention:
             idx = np.arange(min(2 * n, dim))
             col_w[idx] = w[idx // 2]
             col_off[idx] = np.where(idx % 2 == 0, sin_off, cos_off)
-        else:
-            col_w[:n], col_w[n : 2 * n] = w, w
-            col_off[:n], col_off[n : 2 * n] = sin_off, cos_off
+        else:  # n sines, then the cosines that fit (one fewer for odd d, "natural")
+            m = min(n, dim - n)
+            col_w[:n], col_w[n : n + m] = w, w[:m]
+            col_off[:n], col_off[n : n + m] = sin_off, cos_off
         # A zero column has frequency 0 and offset 0: sin(0) = 0 exactly.
         return FixedPoint.from_radians(col_w, col_off)
 

@@ -20,7 +20,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from embeddings_jax._src.modules.spec import ModuleSpec
 
-__all__ = ["fields", "front", "method_wrapper", "place_on_mesh", "spec_of"]
+__all__ = ["default", "fields", "front", "method_wrapper", "place_on_mesh", "spec_of"]
 
 
 def fields(spec: type[ModuleSpec], framework: str) -> list[dataclasses.Field]:
@@ -28,6 +28,12 @@ def fields(spec: type[ModuleSpec], framework: str) -> list[dataclasses.Field]:
     others = {k: v for k, v in spec.ONLY.items() if k != framework}
     skip = {name for names in others.values() for name in names}
     return [f for f in dataclasses.fields(spec) if f.name not in skip]
+
+
+def default(spec: type[ModuleSpec], f: dataclasses.Field, framework: str) -> Any:
+    """The default of attribute ``f`` in ``framework`` (``dataclasses.MISSING``: none):
+    the framework's own (``spec.DEFAULTS``) or the spec's."""
+    return spec.DEFAULTS.get(framework, {}).get(f.name, f.default)
 
 
 def front(base: type, spec: type[ModuleSpec]) -> type:
@@ -41,8 +47,11 @@ def front(base: type, spec: type[ModuleSpec]) -> type:
 
 
 def spec_of(obj: Any, spec: type[ModuleSpec], framework: str) -> ModuleSpec:
-    """The spec built (and so validated) from a front-end object's attributes."""
-    return spec(**{f.name: getattr(obj, f.name) for f in fields(spec, framework)})
+    """The spec built (and so validated) from a front-end object's attributes (an NNX
+    constructor argument that is not kept, ``spec.NNX_INIT_ONLY``, takes its default)."""
+    skip = spec.NNX_INIT_ONLY if framework == "nnx" else ()
+    names = [f.name for f in fields(spec, framework) if f.name not in skip]
+    return spec(**{name: getattr(obj, name) for name in names})
 
 
 def method_wrapper(spec: type[ModuleSpec], name: str, call: Callable) -> Callable:

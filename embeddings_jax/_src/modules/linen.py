@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from embeddings_jax._src.modules import spec as S
-from embeddings_jax._src.modules.frontend import fields, front, method_wrapper, spec_of
+from embeddings_jax._src.modules.frontend import default, fields, front, method_wrapper, spec_of
 
 
 class _Group(nn.Module):
@@ -63,8 +63,9 @@ class LinenModule(nn.Module):
             ann = dict(cls.__dict__.get("__annotations__", {}))
             for f in fields(spec, "linen"):
                 ann[f.name] = f.type
-                if f.default is not dataclasses.MISSING:
-                    setattr(cls, f.name, f.default)
+                value = default(spec, f, "linen")
+                if value is not dataclasses.MISSING:
+                    setattr(cls, f.name, value)
             cls.__annotations__ = ann
             for name in spec.METHODS:
                 setattr(cls, name, method_wrapper(spec, name, LinenModule._run))
@@ -103,6 +104,7 @@ class LinenModule(nn.Module):
 # One front end per spec, named after it (tests/test_modules.py checks the names).
 (
     TokenEmbed,
+    Embed,
     PositionEmbed,
     SinusoidalPositionEmbed,
     TokenAndPositionEmbed,

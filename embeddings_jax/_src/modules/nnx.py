@@ -18,6 +18,7 @@ from flax import nnx
 
 from embeddings_jax._src.modules import spec as S
 from embeddings_jax._src.modules.frontend import (
+    default,
     fields,
     front,
     method_wrapper,
@@ -33,7 +34,10 @@ class _Group(nnx.Module):
 def make_param(rngs: nnx.Rngs, p: S.ParamSpec, **metadata: Any) -> nnx.Param:
     """An ``nnx.Param`` for ``p``: its logical axes as the ``out_sharding`` metadata,
     placed on the mesh in force as those axes resolve there (names the rules do not map
-    are replicated, so a module builds under any mesh)."""
+    are replicated, so a module builds under any mesh). A ``p`` with ``nnx_metadata``
+    is created the way Flax creates it: ``nnx.Param(value, **nnx_metadata)``."""
+    if p.nnx_metadata is not None:
+        return nnx.Param(p.init(rngs.params(), p.shape, p.dtype), **p.nnx_metadata, **metadata)
     value = place_on_mesh(p.init(rngs.params(), p.shape, p.dtype), p.axes)
     if p.axes is not None:
         metadata = {"out_sharding": p.axes, **metadata}
@@ -90,26 +94,31 @@ class NnxModule(nnx.Module):
         for name in spec.METHODS:
             setattr(cls, name, method_wrapper(spec, name, NnxModule._run))
         # The constructor's signature: the spec's attributes (the first NNX_POSITIONAL
-        # positional-or-keyword, the rest keyword-only), then `rngs`.
+        # positional-or-keyword, the rest keyword-only) and `rngs` (keyword-only, last
+        # or before the attribute NNX_RNGS_BEFORE, as Flax places it).
         fs = fields(spec, "nnx")
         k = len(fs) if spec.NNX_POSITIONAL is None else spec.NNX_POSITIONAL
         params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        rngs = inspect.Parameter(
+            "rngs", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="nnx.Rngs"
+        )
         for i, f in enumerate(fs):
+            if f.name == spec.NNX_RNGS_BEFORE:
+                params.append(rngs)
             kind = (
                 inspect.Parameter.POSITIONAL_OR_KEYWORD if i < k else inspect.Parameter.KEYWORD_ONLY
             )
-            default = inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default
-            params.append(inspect.Parameter(f.name, kind, default=default, annotation=f.type))
-        params.append(
-            inspect.Parameter(
-                "rngs", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="nnx.Rngs"
-            )
-        )
+            value = default(spec, f, "nnx")
+            value = inspect.Parameter.empty if value is dataclasses.MISSING else value
+            params.append(inspect.Parameter(f.name, kind, default=value, annotation=f.type))
+        if spec.NNX_RNGS_BEFORE is None:
+            params.append(rngs)
         init_signature = inspect.Signature(params)
         cls.__signature__ = init_signature.replace(parameters=params[1:])
 
         def __init__(self, *args, rngs: nnx.Rngs | None = None, **kwargs):
             bound = init_signature.bind(self, *args, rngs=rngs, **kwargs)
+            bound.apply_defaults()  # this framework's defaults (spec.DEFAULTS)
             attrs = {n: v for n, v in bound.arguments.items() if n not in ("self", "rngs")}
             NnxModule._build(self, spec(**attrs), rngs)
 
@@ -126,15 +135,20 @@ class NnxModule(nnx.Module):
             raise TypeError(
                 f"{fn}: `rngs` must be an nnx.Rngs (it initialises parameters), got None"
             )
-        for f in fields(type(s), "nnx"):
-            setattr(self, f.name, getattr(s, f.name))
+        values = {}
         for p in s.params():
             owner = self
             if len(p.path) == 2:
                 if not hasattr(self, p.path[0]):
                     setattr(self, p.path[0], _Group())
                 owner = getattr(self, p.path[0])
-            setattr(owner, p.path[-1], make_param(rngs, p))
+            param = make_param(rngs, p)
+            values[p.path] = param[...]
+            setattr(owner, p.path[-1], param)
+        resolved = s.nnx_resolved(values)
+        for f in fields(type(s), "nnx"):
+            if f.name not in s.NNX_INIT_ONLY:
+                setattr(self, f.name, resolved.get(f.name, getattr(s, f.name)))
         if s.has_cache():
             self.cache_index = nnx.Cache(jnp.zeros((), jnp.int32))
         if s.dropout_rate_() > 0:
@@ -153,6 +167,7 @@ class NnxModule(nnx.Module):
 # One front end per spec, named after it (tests/test_modules.py checks the names).
 (
     TokenEmbed,
+    Embed,
     PositionEmbed,
     SinusoidalPositionEmbed,
     TokenAndPositionEmbed,

@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import dataclasses
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax.core import FrozenDict
+from flax.linen import dtypes as linen_dtypes
+from flax.linen import linear as linen_linear
+from flax.nnx.nn import dtypes as nnx_dtypes
+from flax.nnx.nn import linear as nnx_linear
 from jax import lax
 
 from embeddings_jax._src import checks, policy
@@ -33,7 +37,7 @@ from embeddings_jax._src.bias import (
     t5_relative_bias,
 )
 from embeddings_jax._src.compose import embed_and_add
-from embeddings_jax._src.lookup import METHODS, attend, lookup_rows, resolve_method
+from embeddings_jax._src.lookup import METHODS, attend, lookup_rows, resolve_method, rows_of
 from embeddings_jax._src.rotary import RopeScaling, apply_rope, resolve_scaling, temper_queries
 from embeddings_jax._src.sinusoidal import SinusoidalConvention, get_convention, sinusoidal
 from embeddings_jax._src.tree import tree_decay_init, tree_encoding
@@ -51,10 +55,16 @@ default_position_init = jax.nn.initializers.normal(stddev=0.02)
 TOKEN_AXES: AxisNames = ("vocab", "embed")
 POSITION_AXES: AxisNames = ("length", "embed")
 NORM_AXES: AxisNames = ("embed",)
+TOKEN_TYPE_AXES: AxisNames = (None, "embed")  # a few rows: replicated, features like the rest
 RELPOS_AXES: AxisNames = ("relpos_buckets", "heads")
 TREE_AXES: AxisNames = ("tree_copies",)
 TOKEN_AND_POSITION_AXES = FrozenDict(
-    {"token": TOKEN_AXES, "position": POSITION_AXES, "norm": NORM_AXES}
+    {
+        "token": TOKEN_AXES,
+        "position": POSITION_AXES,
+        "norm": NORM_AXES,
+        "token_type": TOKEN_TYPE_AXES,
+    }
 )
 POSITION_KINDS = ("learned", "sinusoidal", "none")
 
@@ -70,6 +80,8 @@ class ParamSpec:
       dtype: its dtype (``param_dtype``).
       init: ``init(key, shape, dtype)``.
       axes: logical axis names, or ``None`` for a plain array.
+      nnx_metadata: ``None``, or the metadata of a parameter the NNX front end creates
+        exactly as Flax does: ``nnx.Param(value, **nnx_metadata)`` (no placement).
     """
 
     path: tuple[str, ...]
@@ -77,6 +89,7 @@ class ParamSpec:
     dtype: Any
     init: Initializer
     axes: AxisNames | None
+    nnx_metadata: Mapping[str, Any] | None = None
 
 
 class Frame:
@@ -109,6 +122,14 @@ class ModuleSpec:
     DECODES: ClassVar[bool] = False
     # Attributes only one front end has (``{"nnx": (...), "linen": (...)}``).
     ONLY: ClassVar[Mapping[str, tuple[str, ...]]] = types.MappingProxyType({})
+    # Defaults one front end has instead of the spec's (``{"nnx": {"name": value}}``):
+    # an exact Flax drop-in takes each framework's own default.
+    DEFAULTS: ClassVar[Mapping[str, Mapping[str, Any]]] = types.MappingProxyType({})
+    # The NNX constructor's ``rngs`` comes before this attribute (None: last).
+    NNX_RNGS_BEFORE: ClassVar[str | None] = None
+    # NNX constructor arguments that are not kept as attributes (Flax keeps none of
+    # ``embedding_metadata``); they take their default when the spec is rebuilt.
+    NNX_INIT_ONLY: ClassVar[tuple[str, ...]] = ()
 
     def params(self) -> tuple[ParamSpec, ...]:
         return ()
@@ -116,6 +137,12 @@ class ModuleSpec:
     def needs_rngs(self) -> bool:
         """Whether the NNX front end needs ``rngs`` (parameters or dropout)."""
         return bool(self.params())
+
+    def nnx_resolved(self, values: Mapping[tuple[str, ...], Any]) -> Mapping[str, Any]:
+        """Attributes the NNX front end keeps resolved from the new parameter values
+        (by path), instead of as given (none by default)."""
+        del values
+        return {}
 
     def dropout_rate_(self) -> float:
         return 0.0
@@ -300,6 +327,228 @@ class TokenEmbed(ModuleSpec):
         return attend(table, query, dtype=dt, precision=self.precision)
 
 
+class _IdsDtypeError(TypeError, ValueError):
+    """Non-integer ids given to ``Embed``: a ``TypeError`` as everywhere in this
+    library, and a ``ValueError`` as Flax's ``Embed`` raises."""
+
+
+def _is_flax_promote(fn: Any) -> bool:
+    return fn is linen_dtypes.promote_dtype or fn is nnx_dtypes.promote_dtype
+
+
+def _flax_promote(frame: Frame, fn: Callable, arrays: tuple, **kw) -> tuple:
+    """``promote_dtype`` called the way its framework's ``Embed`` calls it: linen's is
+    variadic, NNX's takes one tuple."""
+    if frame.framework == "nnx":
+        return tuple(fn(arrays, **kw))
+    return tuple(fn(*arrays, **kw))
+
+
+@dataclasses.dataclass(frozen=True)
+class Embed(ModuleSpec):
+    r"""Exact drop-in for Flax's ``Embed`` (``flax.linen.Embed``, ``flax.nnx.Embed``).
+
+    .. math:: Y[\ldots, :] = E[\mathrm{inputs}[\ldots], :], \qquad
+       \mathrm{attend}(q) = q E^\top
+
+    Same class name (so ``@nn.compact`` names it ``Embed_0``), constructor, attributes,
+    ``__call__``/``attend`` signatures, parameter ``embedding`` of shape
+    ``[num_embeddings, features]`` (a plain array, initialised as Flax's from the same
+    rngs) and ``promote_dtype`` hook as Flax's ``Embed`` in each framework, so a
+    checkpoint of one restores into the other (``flax.serialization``, linen variables
+    and NNX state alike). NNX keeps ``dtype`` resolved as ``nnx.Embed`` does (``None``
+    becomes the parameter's dtype) and takes ``embedding_metadata`` (the
+    ``nnx.Param`` metadata) and ``out_sharding``; linen accepts ``out_sharding`` too.
+    ``num_embeddings == 1`` broadcasts the one row to every id, as Flax documents.
+
+    The only differences from Flax, both deliberate:
+
+    * **Out-of-range ids** follow ``out_of_range`` (default ``"nan"``): every id outside
+      ``[0, num_embeddings)`` gives a NaN row, eagerly and under ``jit`` alike. Flax
+      gives NaN past the end too (``jnp.take``'s fill), but wraps negative ids
+      Python-style, so ``-1`` silently reads the last row; here it is a NaN row.
+      ``"nan"`` is the default because it is what Flax's own tests (which run
+      ids past the end and compare the NaN rows) and Flax code in the wild expect from a
+      bad id, while no bad id is ever turned into a plausible row. ``"error"`` raises
+      for concrete ids (and under :func:`embeddings_jax.checked`), ``"clip"`` and
+      ``"zero"`` are the other policies of :func:`embeddings_jax.embed`.
+    * **Exactness**: only the looked-up rows are cast to ``dtype``, never the whole
+      table (same values, less memory); ids of every integer dtype are compared with
+      the table size exactly (no wrapping of wide ids); the gradient to a bfloat16
+      table is summed in float32 and rounded once. A custom ``promote_dtype`` is
+      called as Flax calls it (on the whole table in ``__call__``).
+
+    Non-integer ids raise an error that is both a ``TypeError`` (this library's rule)
+    and a ``ValueError`` (what Flax raises); ``attend`` needs a floating query (Flax
+    promotes an integer one).
+
+    Attributes:
+      num_embeddings: vocabulary size ``V``.
+      features: embedding width ``d``.
+      dtype: dtype of the output rows; ``None``: the parameter dtype (NNX stores the
+        resolved dtype, as ``nnx.Embed``).
+      param_dtype: parameter dtype (float32).
+      embedding_init: initializer of the ``[V, d]`` table (each framework's Flax
+        default object).
+      promote_dtype: Flax's dtype promotion hook, called as Flax calls it in each
+        framework (linen: ``f(*arrays, dtype=, inexact=)``; NNX: ``f(arrays, ...)``);
+        each framework's ``flax...dtypes.promote_dtype`` by default.
+      embedding_metadata: NNX only: metadata of the ``nnx.Param``
+        (``nnx.Param(value, **embedding_metadata)``). NNX keeps neither it nor
+        ``embedding_init`` as an attribute (as ``nnx.Embed``).
+      out_of_range: ``"nan"`` (default), ``"error"``, ``"clip"`` or ``"zero"``.
+
+    Example (linen):
+      >>> import jax, jax.numpy as jnp
+      >>> import flax.linen as nn
+      >>> from embeddings_jax.linen import Embed
+      >>> class Model(nn.Module):
+      ...     @nn.compact
+      ...     def __call__(self, ids):
+      ...         return Embed(num_embeddings=5, features=3)(ids)
+      >>> variables = Model().init(jax.random.key(0), jnp.array([0, 1]))
+      >>> list(variables["params"])  # the name nn.Embed gets: old checkpoints load
+      ['Embed_0']
+      >>> Model().apply(variables, jnp.array([4, 5, -1]))[1:]  # bad ids: NaN rows
+      Array([[nan, nan, nan],
+             [nan, nan, nan]], dtype=float32)
+
+    Example (NNX):
+      >>> from flax import nnx
+      >>> from embeddings_jax import nnx as ejnnx
+      >>> layer = ejnnx.Embed(5, 3, rngs=nnx.Rngs(0))
+      >>> flax_layer = nnx.Embed(5, 3, rngs=nnx.Rngs(0))
+      >>> bool((layer.embedding[...] == flax_layer.embedding[...]).all())
+      True
+      >>> layer.attend(jnp.ones((2, 3))).shape
+      (2, 5)
+
+    References:
+      ``flax.linen.Embed`` (``flax/linen/linear.py``), ``flax.nnx.Embed``
+      (``flax/nnx/nn/linear.py``).
+    """
+
+    num_embeddings: int
+    features: int
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    embedding_init: Initializer = linen_linear.default_embed_init
+    promote_dtype: Callable[..., Any] = linen_dtypes.promote_dtype
+    embedding_metadata: Mapping[str, Any] = FrozenDict()
+    out_of_range: str = "nan"
+
+    METHODS: ClassVar[tuple[str, ...]] = ("__call__", "attend")
+    NNX_POSITIONAL: ClassVar[int | None] = 2
+    ONLY: ClassVar[Mapping[str, tuple[str, ...]]] = types.MappingProxyType(
+        {"nnx": ("embedding_metadata",)}
+    )
+    DEFAULTS: ClassVar[Mapping[str, Mapping[str, Any]]] = types.MappingProxyType(
+        {
+            "nnx": types.MappingProxyType(
+                {
+                    "embedding_init": nnx_linear.default_embed_init,
+                    "promote_dtype": nnx_dtypes.promote_dtype,
+                    "embedding_metadata": types.MappingProxyType({}),
+                }
+            )
+        }
+    )
+    NNX_RNGS_BEFORE: ClassVar[str | None] = "embedding_metadata"
+    NNX_INIT_ONLY: ClassVar[tuple[str, ...]] = ("embedding_init", "embedding_metadata")
+
+    def __post_init__(self):
+        fn = _name(self)
+        checks.static_int(fn, "num_embeddings", self.num_embeddings, minimum=1)
+        _check_common(self, method=False)
+        if not callable(self.promote_dtype):
+            raise TypeError(
+                f"{fn}: `promote_dtype` must be callable (Flax's promote_dtype hook), got "
+                f"{checks.describe(self.promote_dtype)}"
+            )
+        if not isinstance(self.embedding_metadata, Mapping):
+            raise TypeError(
+                f"{fn}: `embedding_metadata` must be a mapping of nnx.Param metadata, got "
+                f"{checks.describe(self.embedding_metadata)}"
+            )
+
+    def params(self):
+        shape = (self.num_embeddings, self.features)
+        meta = dict(self.embedding_metadata)
+        init = self.embedding_init
+        return (ParamSpec(("embedding",), shape, self.param_dtype, init, None, meta),)
+
+    def nnx_resolved(self, values):
+        # As nnx.Embed: `self.dtype = dtype or self.embedding.dtype`.
+        dtype = values[("embedding",)].dtype if self.dtype is None else self.dtype
+        return {"dtype": dtype}
+
+    def __call__(
+        self, frame: Frame, inputs: Int[Array, "*shape"], out_sharding: Any = None
+    ) -> Float[Array, "*shape features"]:
+        """Rows of the table for integer ``inputs`` of any shape: ``inputs.shape + (d,)``.
+
+        Args:
+          inputs: integer ids of any shape and integer dtype.
+          out_sharding: optional ``PartitionSpec``/sharding of the result on an
+            explicit-sharding mesh (as ``nnx.Embed``: the lookup runs under
+            ``jax.sharding.auto_axes``).
+        """
+        fn = _name(self)
+        dt = checks.dtype_of(inputs)
+        if not jnp.issubdtype(dt, jnp.integer):
+            raise _IdsDtypeError(f"{fn}: `inputs` must be an integer array, got dtype {dt.name}")
+        self.check_params(frame)
+        table = frame.param("embedding")
+        dtype = self.dtype
+        if not _is_flax_promote(self.promote_dtype):
+            (table,) = _flax_promote(
+                frame, self.promote_dtype, (table,), dtype=self.dtype, inexact=False
+            )
+            dtype = None
+        table = jnp.asarray(table)
+        dtype = table.dtype if dtype is None else jnp.dtype(dtype)
+        shape = tuple(np.shape(inputs))
+        if self.num_embeddings == 1:
+            return jnp.broadcast_to(table.astype(dtype), shape + (self.features,))
+        r = policy.resolve(
+            fn, "inputs", inputs, self.num_embeddings, self.out_of_range, what="num_embeddings"
+        )
+        policy_ = self.out_of_range
+
+        def rows(t, idx, valid):
+            r = policy.Resolved(idx, valid)
+            return rows_of(t, r, out_of_range=policy_, method="gather", dtype=dtype)
+
+        if out_sharding is None:
+            return rows(table, r.idx, r.valid)
+        return jax.sharding.auto_axes(rows, out_sharding=out_sharding)(table, r.idx, r.valid)
+
+    def attend(
+        self, frame: Frame, query: Float[Array, "*shape features"], out_sharding: Any = None
+    ) -> Float[Array, "*shape vocab"]:
+        """Tied logits ``query @ embedding.T``: ``query.shape[:-1] + (num_embeddings,)``.
+
+        In ``dtype`` when set; with ``dtype=None`` linen promotes the query and table
+        dtypes and NNX (whose ``dtype`` is resolved) casts the query to it, as each
+        framework's ``Embed.attend``. ``out_sharding`` as in ``nnx.Embed.attend``.
+        """
+        self.check_params(frame)
+        _check_width(_name(self), "query", query, self.features)
+        table = frame.param("embedding")
+        if _is_flax_promote(self.promote_dtype):
+            dt = self.dtype
+            if dt is None:
+                dt = checks.promote_float(checks.dtype_of(query), checks.dtype_of(table))
+            query, table = jnp.asarray(query, dt), jnp.asarray(table, dt)
+        else:
+            query, table = (
+                jnp.asarray(a)
+                for a in _flax_promote(frame, self.promote_dtype, (query, table), dtype=self.dtype)
+            )
+        dims = (((query.ndim - 1,), (1,)), ((), ()))
+        return lax.dot_general(query, table, dims, out_sharding=out_sharding)
+
+
 @dataclasses.dataclass(frozen=True)
 class PositionEmbed(ModuleSpec):
     r"""Learned absolute positions: :math:`Y[\ldots, :] = P[\mathrm{positions}[\ldots], :]`.
@@ -449,12 +698,12 @@ class SinusoidalPositionEmbed(ModuleSpec):
 
 @dataclasses.dataclass(frozen=True)
 class TokenAndPositionEmbed(ModuleSpec):
-    r"""Token plus position embedding, optionally scaled, layer-normalised and dropped out.
+    r"""Token plus position (plus token-type) embedding, scaled, layer-normalised, dropped out.
 
     .. math::
 
       X_{b,t} = \mathrm{dropout}\Big(\mathrm{LN}\big(s\, E[\mathrm{ids}_{b,t}]
-        + P[\mathrm{pos}_{b,t}]\big)\Big)
+        + T[\mathrm{tt}_{b,t}] + P[\mathrm{pos}_{b,t}]\big)\Big)
 
     ``P`` is a learned ``[max_len, features]`` table, an exact sinusoid, or nothing
     (``position="none"``). ``pos`` is ``arange(seq) + offset`` (``offset`` an int or a
@@ -470,9 +719,14 @@ class TokenAndPositionEmbed(ModuleSpec):
     ``nnx.Cache``, created by the constructor or by :meth:`init_cache`) and advances it
     by ``seq`` on every call.
 
+    ``T`` is the token-type (segment) table of BERT, RoBERTa, XLM-R and ELECTRA, present
+    with ``num_token_types``; ``token_type_ids`` default to type 0 (Hugging Face's
+    default). The terms are summed in HF ``BertEmbeddings``' order, ``(s E + T) + P``.
+
     Parameters: ``token_embed/embedding`` ``[V, d]``, ``position_embed/embedding``
-    ``[max_len, d]`` (``position="learned"``), ``norm/scale`` and ``norm/bias`` ``[d]``
-    (``layer_norm=True``).
+    ``[max_len, d]`` (``position="learned"``), ``token_type_embed/embedding``
+    ``[num_token_types, d]`` (``num_token_types`` set), ``norm/scale`` and
+    ``norm/bias`` ``[d]`` (``layer_norm=True``).
 
     Attributes:
       num_embeddings: vocabulary size.
@@ -495,9 +749,15 @@ class TokenAndPositionEmbed(ModuleSpec):
       method: lookup method.
       decode: keep the offset in the cache variable ``cache_index``.
       logical_axes: logical axis names per parameter group, a mapping with the keys
-        ``"token"``, ``"position"`` and ``"norm"`` (default: ``("vocab", "embed")``,
-        ``("length", "embed")``, ``("embed",)``; a missing key or ``None`` makes that
-        group a plain array), or ``None`` for plain arrays everywhere.
+        ``"token"``, ``"position"``, ``"norm"`` and ``"token_type"`` (default:
+        ``("vocab", "embed")``, ``("length", "embed")``, ``("embed",)``,
+        ``(None, "embed")``; a missing key or ``None`` makes that group a plain array),
+        or ``None`` for plain arrays everywhere.
+      num_token_types: number of token types (BERT's ``type_vocab_size``), or ``None``
+        for no token-type term.
+      token_type_init: token-type table initializer (``normal(0.02)``, as BERT).
+      round_scale: round ``scale`` to the parameter dtype before multiplying, as
+        Hugging Face's Gemma models do (see :func:`embeddings_jax.embed_and_add`).
 
     Example (linen, decoding with the cache):
       >>> import jax, jax.numpy as jnp
@@ -552,6 +812,9 @@ class TokenAndPositionEmbed(ModuleSpec):
     method: str = "auto"
     decode: bool = False
     logical_axes: Mapping[str, AxisNames | None] | None = TOKEN_AND_POSITION_AXES
+    num_token_types: int | None = None
+    token_type_init: Initializer = default_position_init
+    round_scale: bool = False
 
     METHODS: ClassVar[tuple[str, ...]] = ("__call__", "attend")
     DECODES: ClassVar[bool] = True
@@ -585,6 +848,15 @@ class TokenAndPositionEmbed(ModuleSpec):
             raise TypeError(f"{fn}: `layer_norm` must be a bool, got {self.layer_norm!r}")
         if not isinstance(self.decode, (bool, np.bool_)):
             raise TypeError(f"{fn}: `decode` must be a bool, got {self.decode!r}")
+        if self.num_token_types is not None:
+            checks.static_int(fn, "num_token_types", self.num_token_types, minimum=1)
+        if not isinstance(self.round_scale, (bool, np.bool_)):
+            raise TypeError(f"{fn}: `round_scale` must be a bool, got {self.round_scale!r}")
+        if self.round_scale and self.scale is None:
+            raise ValueError(
+                f"{fn}: `round_scale` must be False without a `scale` (there is nothing to "
+                f"round), got round_scale=True and scale=None"
+            )
         acc = checks.promote_float(self.param_dtype, jnp.float32)
         checks.check_epsilon(fn, "layer_norm_epsilon", self.layer_norm_epsilon, acc)
         axes = self.logical_axes
@@ -594,7 +866,7 @@ class TokenAndPositionEmbed(ModuleSpec):
                     f"{fn}: `logical_axes` must be None or a mapping with keys among "
                     f"{sorted(TOKEN_AND_POSITION_AXES)}, got {axes!r}"
                 )
-            sizes = {"token": 2, "position": 2, "norm": 1}
+            sizes = {"token": 2, "position": 2, "norm": 1, "token_type": 2}
             axes = FrozenDict(
                 {k: _check_axes(fn, f"logical_axes[{k!r}]", v, sizes[k]) for k, v in axes.items()}
             )
@@ -622,6 +894,16 @@ class TokenAndPositionEmbed(ModuleSpec):
                     pdt,
                     self.position_init,
                     self._axes("position"),
+                )
+            )
+        if self.num_token_types is not None:
+            out.append(
+                ParamSpec(
+                    ("token_type_embed", "embedding"),
+                    (self.num_token_types, d),
+                    pdt,
+                    self.token_type_init,
+                    self._axes("token_type"),
                 )
             )
         if self.layer_norm:
@@ -670,6 +952,7 @@ class TokenAndPositionEmbed(ModuleSpec):
         segment_ids: Int[Array, "*batch seq"] | None = None,
         offset: int | Int[Array, "*batch"] = 0,
         deterministic: bool = True,
+        token_type_ids: Int[Array, "*batch seq"] | None = None,
     ) -> Float[Array, "*batch seq features"]:
         """Embed ``ids`` ``[..., seq]`` -> ``[..., seq, features]``.
 
@@ -680,15 +963,22 @@ class TokenAndPositionEmbed(ModuleSpec):
           offset: int, or an integer array of shape ``ids.shape[:-1]``, added to the
             positions (decoding).
           deterministic: disable dropout.
+          token_type_ids: integer token types broadcastable to ``ids.shape`` (needs
+            ``num_token_types``); ``None``: type 0 everywhere.
 
         Raises:
-          TypeError: non-integer ``ids``/``positions``/``offset``.
+          TypeError: non-integer ``ids``/``positions``/``offset``/``token_type_ids``.
           ValueError: ``seq > max_len``, ``offset`` together with ``decode=True``,
-            shape mismatches.
+            shape mismatches, ``token_type_ids`` without ``num_token_types``.
         """
         fn = _name(self)
         self.check_params(frame)
         _check_ids(fn, ids, min_ndim=1)
+        if token_type_ids is not None and self.num_token_types is None:
+            raise ValueError(
+                f"{fn}: `token_type_ids` must be None unless the module has token types "
+                f"(set num_token_types), got {checks.describe(token_type_ids)}"
+            )
         if self.decode:
             offset = self._decode_offset(frame, ids, positions, segment_ids, offset)
         seq = np.shape(ids)[-1]
@@ -724,6 +1014,13 @@ class TokenAndPositionEmbed(ModuleSpec):
             out_of_range=self.out_of_range,
             method=self.method,
             dtype=self.dtype,
+            token_type_ids=token_type_ids,
+            token_type_table=(
+                None
+                if self.num_token_types is None
+                else frame.param("token_type_embed", "embedding")
+            ),
+            round_scale=self.round_scale,
         )
         if self.dropout_rate > 0:
             x = frame.dropout(x, self.dropout_rate, deterministic)
@@ -840,6 +1137,8 @@ class ALiBi(ModuleSpec):
       head_offset: first head of this module's slice when heads are sharded.
       num_local_heads: number of heads of the slice; ``None``: all.
       dtype: bias dtype.
+      max_bias: the slopes' exponent scale ``b`` (:math:`m_h = 2^{-b h / n}`; 8 in the
+        paper and BLOOM, MPT's ``alibi_bias_max``).
 
     Example (linen):
       >>> import jax.numpy as jnp
@@ -861,13 +1160,21 @@ class ALiBi(ModuleSpec):
     head_offset: int = 0
     num_local_heads: int | None = None
     dtype: Dtype = jnp.float32
+    max_bias: float = 8.0
 
     def __post_init__(self):
         fn = _name(self)
         check_alibi_args(fn, self.num_heads, self.mode)
         checks.check_float_dtype(fn, "dtype", self.dtype)
-        alibi_slopes(
-            self.num_heads, head_offset=self.head_offset, num_local_heads=self.num_local_heads
+        checks.static_float(fn, "max_bias", self.max_bias, positive=True)
+        self._slopes()
+
+    def _slopes(self):
+        return alibi_slopes(
+            self.num_heads,
+            max_bias=self.max_bias,
+            head_offset=self.head_offset,
+            num_local_heads=self.num_local_heads,
         )
 
     def __call__(
@@ -875,10 +1182,9 @@ class ALiBi(ModuleSpec):
     ) -> Float[Array, "*batch heads q k"]:
         """Bias ``[..., heads, q, k]`` to add to the attention logits."""
         del frame
-        slopes = alibi_slopes(
-            self.num_heads, head_offset=self.head_offset, num_local_heads=self.num_local_heads
+        return alibi_bias(
+            q_positions, k_positions, self._slopes(), mode=self.mode, dtype=self.dtype
         )
-        return alibi_bias(q_positions, k_positions, slopes, mode=self.mode, dtype=self.dtype)
 
 
 @dataclasses.dataclass(frozen=True)
