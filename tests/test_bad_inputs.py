@@ -1825,7 +1825,7 @@ ERRORS = [
         "eaa-token-type-table-width",
         lambda: ej.embed_and_add(T, IDS, P, token_type_table=jnp.ones((2, 5))),
         ValueError,
-        r"embed_and_add: `token_type_table` must have features=4 .*got shape \(2, 5\)",
+        r"embed_and_add: `token_type_table` table must have features=4 .*got shape \(2, 5\)",
     ),
     Err(
         "eaa-token-type-ids-float",

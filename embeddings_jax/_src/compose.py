@@ -266,7 +266,7 @@ def _implementation(fn: str, implementation, impl) -> tuple[str | None, str]:
 
 def _dispatch(plan: Plan, ops: Operands) -> Array:
     if plan.backend == "xla":
-        return _forward_xla(plan, *ops)
+        return _forward_xla(plan, ops)
     return kernels.kernel_or_xla(
         _Forward(plan, _forward_xla), _Forward(plan, _forward_kernel), *ops
     )
@@ -274,13 +274,13 @@ def _dispatch(plan: Plan, ops: Operands) -> Array:
 
 @dataclasses.dataclass(frozen=True)
 class _Forward:
-    """``f(plan, *operands)`` as a hashable callable (compared by value)."""
+    """``f(plan, Operands(*arrays))`` as a hashable callable (compared by value)."""
 
     plan: Plan
     f: Any
 
     def __call__(self, *ops):
-        return self.f(self.plan, *ops)
+        return self.f(self.plan, Operands(*ops))
 
 
 # --- validate and plan ----------------------------------------------------------
@@ -309,6 +309,17 @@ def _check_norm(fn: str, norm, d: int):
     return norm[0], norm[1]
 
 
+def _check_width(fn: str, name: str, table, d: int, *, axes: str) -> None:
+    """A second table: floating, 2-D ``[rows, features]``, as wide as the token table."""
+    checks.check_floating(fn, name, table)
+    checks.check_ndim(fn, name, table, 2, axes=axes)
+    if table.shape[1] != d:
+        raise ValueError(
+            f"{fn}: `{name}` table must have features={d} (the token_table width), got "
+            f"shape {tuple(table.shape)}"
+        )
+
+
 def _resolve_position(fn: str, position, d: int):
     """``(kind, table, convention)`` for the ``position`` argument."""
     if position is None or (isinstance(position, str) and position == "none"):
@@ -322,13 +333,7 @@ def _resolve_position(fn: str, position, d: int):
                 f"sinusoid convention, got an integer array of shape {tuple(position.shape)}; "
                 f"integer positions go in `positions=`"
             )
-        checks.check_floating(fn, "position", position)
-        checks.check_ndim(fn, "position", position, 2, axes="max_len, features")
-        if position.shape[1] != d:
-            raise ValueError(
-                f"{fn}: `position` table must have features={d} (the token_table width), "
-                f"got shape {tuple(position.shape)}"
-            )
+        _check_width(fn, "position", position, d, axes="max_len, features")
         return "table", jnp.asarray(position), None
     hint = ""
     if isinstance(position, (list, tuple)) or (hasattr(position, "__len__")):
@@ -460,18 +465,9 @@ def _plan(
         masks = tt.valid is not None or pos_valid is not None
         n = int(np.prod(ids_shape))
         fold = _fold(kind_planned, shared, table, tt_table.shape[0], out_of_range, masks, n)
-    backend = _backend(
-        fn,
-        implementation,
-        eps,
-        token_method,
-        token_table,
-        table,
-        out_dtype,
-        tt_table=tt_table,
-        tt_method=tt_method,
-        fold=fold,
-    )
+    dtypes = {"token_table": token_table.dtype, "position": getattr(table, "dtype", None)}
+    methods = {"method": token_method, "token-type method": tt_method}
+    backend = _backend(fn, implementation, eps, methods, {**dtypes, "output": out_dtype}, fold)
     plan = Plan(
         fn=fn,
         out_of_range=out_of_range,
@@ -518,13 +514,7 @@ def _token_types(fn: str, tt_ids, tt_table, ids_shape: tuple[int, ...], d: int, 
             )
         return None, None
     check_array(fn, "token_type_table", tt_table)
-    checks.check_floating(fn, "token_type_table", tt_table)
-    checks.check_ndim(fn, "token_type_table", tt_table, 2, axes="token_types, features")
-    if tt_table.shape[1] != d:
-        raise ValueError(
-            f"{fn}: `token_type_table` must have features={d} (the token_table width), got "
-            f"shape {tuple(tt_table.shape)}"
-        )
+    _check_width(fn, "token_type_table", tt_table, d, axes="token_types, features")
     if tt_ids is None:  # Hugging Face's default: type 0 everywhere
         tt_ids = np.zeros(ids_shape, np.int32)
     checks.check_integer(fn, "token_type_ids", tt_ids)
@@ -569,42 +559,30 @@ def _fold(
     return None
 
 
-def _backend(
-    fn,
-    implementation,
-    eps,
-    token_method,
-    token_table,
-    table,
-    out_dtype,
-    *,
-    tt_table=None,
-    tt_method=None,
-    fold=None,
-) -> str:
-    """``"fused"`` when the LayerNorm path may use the compiled kernel, else ``"xla"``."""
+def _backend(fn, implementation, eps, methods: dict, dtypes: dict, fold) -> str:
+    """``"fused"`` when the LayerNorm path may use the compiled kernel, else ``"xla"``.
+
+    ``methods`` maps a lookup's name to its method (``None``: no such lookup), ``dtypes``
+    an operand's name to its dtype (``None``: absent); ``fold`` is how token types
+    enter the kernel (``None`` with token types: they cannot).
+    """
     implementation, arg = implementation
     if implementation == "xla" or eps is None and implementation is None:
         return "xla"
     unsupported = []
     if eps is None:
         unsupported.append("norm=None (the kernel is the fused LayerNorm path)")
-    if token_method != "gather":
-        unsupported.append(f"method {token_method!r} (the kernel gathers)")
-    if tt_table is not None and tt_method != "gather":
-        unsupported.append(f"token-type method {tt_method!r} (the kernel gathers)")
-    if tt_table is not None and fold is None:
+    for name, m in methods.items():
+        if m is not None and m != "gather":
+            unsupported.append(f"{name} {m!r} (the kernel gathers)")
+    if methods.get("token-type method") is not None and fold is None:
         unsupported.append(
             "token types with per-id positions that are not a table lookup of at most one "
             "extra row per id, or with per-term fills (out_of_range='zero', traced ids)"
         )
-    for name, dt in (
-        ("token_table dtype", token_table.dtype),
-        ("position dtype", None if table is None else table.dtype),
-        ("output dtype", out_dtype),
-    ):
+    for name, dt in dtypes.items():
         if dt is not None and np.dtype(dt) not in kernels.KERNEL_DTYPES:
-            unsupported.append(f"{name} {np.dtype(dt).name} (float32/bfloat16 only)")
+            unsupported.append(f"{name} dtype {np.dtype(dt).name} (float32/bfloat16 only)")
     if implementation == "cpu_kernel":
         ok, why = kernels.status()
         if not ok:
@@ -708,22 +686,10 @@ def _position_rows(plan: Plan, table, pos, pos_valid, seq: int, d: int, dtype) -
     return None
 
 
-def _forward_xla(
-    plan: Plan,
-    token_table,
-    table,
-    scale,
-    gamma,
-    beta,
-    tok_idx,
-    tok_valid,
-    pos,
-    pos_valid,
-    tt_table=None,
-    tt_idx=None,
-    tt_valid=None,
-):
+def _forward_xla(plan: Plan, ops: Operands):
     """``embed_and_add`` after planning, as XLA operations (every platform)."""
+    (token_table, table, scale, gamma, beta, tok_idx, tok_valid, pos, pos_valid) = ops[:9]
+    tt_table, tt_idx, tt_valid = ops.tt_table, ops.tt_idx, ops.tt_valid
     seq, d = tok_idx.shape[-1], token_table.shape[1]
     acc = acc_dtype(token_table.dtype)
     r = policy.Resolved(tok_idx, tok_valid)
@@ -769,22 +735,10 @@ def _fold_token_types(plan: Plan, table, pos, pos_valid, tt_table, tt_idx, tt_va
     return both.reshape(-1, d), code
 
 
-def _forward_kernel(
-    plan: Plan,
-    token_table,
-    table,
-    scale,
-    gamma,
-    beta,
-    tok_idx,
-    tok_valid,
-    pos,
-    pos_valid,
-    tt_table=None,
-    tt_idx=None,
-    tt_valid=None,
-):
+def _forward_kernel(plan: Plan, ops: Operands):
     """The fused kernel's version of :func:`_forward_xla` (same operands, CPU only)."""
+    (token_table, table, scale, gamma, beta, tok_idx, tok_valid, pos, pos_valid) = ops[:9]
+    tt_table, tt_idx, tt_valid = ops.tt_table, ops.tt_idx, ops.tt_valid
     shape = tok_idx.shape
     seq, d = shape[-1], token_table.shape[1]
     codes = policy.row_codes(policy.Resolved(tok_idx, tok_valid), plan.out_of_range)
