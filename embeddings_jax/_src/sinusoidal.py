@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import types
+from collections.abc import Mapping
 from typing import Literal
 
 import jax.numpy as jnp
@@ -118,7 +120,10 @@ VASWANI = SinusoidalConvention(name="vaswani")
 TENSOR2TENSOR = SinusoidalConvention(
     layout="concat", frequencies="log_timescale", odd_dim="pad", name="tensor2tensor"
 )
-CONVENTIONS: dict[str, SinusoidalConvention] = {"vaswani": VASWANI, "tensor2tensor": TENSOR2TENSOR}
+# Read-only: a process-wide mutable registry would be hidden global state.
+CONVENTIONS: Mapping[str, SinusoidalConvention] = types.MappingProxyType(
+    {"vaswani": VASWANI, "tensor2tensor": TENSOR2TENSOR}
+)
 
 
 def get_convention(convention: str | SinusoidalConvention, fn: str = "sinusoidal"):
