@@ -6,6 +6,8 @@ The same modules, attributes and parameters exist for NNX in :mod:`embeddings_ja
 """
 
 from embeddings_jax._src.modules.linen import ALiBi
+from embeddings_jax._src.modules.linen import FireBias
+from embeddings_jax._src.modules.linen import KerpleBias
 from embeddings_jax._src.modules.linen import PositionEmbed
 from embeddings_jax._src.modules.linen import RelativePositionBias
 from embeddings_jax._src.modules.linen import RotaryEmbedding
@@ -15,6 +17,8 @@ from embeddings_jax._src.modules.linen import TokenEmbed
 
 __all__ = (
     "ALiBi",
+    "FireBias",
+    "KerpleBias",
     "PositionEmbed",
     "RelativePositionBias",
     "RotaryEmbedding",

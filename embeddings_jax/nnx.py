@@ -6,6 +6,8 @@ metadata) and forwards to one function of :mod:`embeddings_jax`.
 """
 
 from embeddings_jax._src.modules.nnx import ALiBi
+from embeddings_jax._src.modules.nnx import FireBias
+from embeddings_jax._src.modules.nnx import KerpleBias
 from embeddings_jax._src.modules.nnx import PositionEmbed
 from embeddings_jax._src.modules.nnx import RelativePositionBias
 from embeddings_jax._src.modules.nnx import RotaryEmbedding
@@ -15,6 +17,8 @@ from embeddings_jax._src.modules.nnx import TokenEmbed
 
 __all__ = (
     "ALiBi",
+    "FireBias",
+    "KerpleBias",
     "PositionEmbed",
     "RelativePositionBias",
     "RotaryEmbedding",

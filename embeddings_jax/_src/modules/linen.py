@@ -109,4 +109,6 @@ class LinenModule(nn.Module):
     RotaryEmbedding,
     ALiBi,
     RelativePositionBias,
+    KerpleBias,
+    FireBias,
 ) = (front(LinenModule, s) for s in S.SPECS)

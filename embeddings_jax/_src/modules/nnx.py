@@ -159,4 +159,6 @@ class NnxModule(nnx.Module):
     RotaryEmbedding,
     ALiBi,
     RelativePositionBias,
+    KerpleBias,
+    FireBias,
 ) = (front(NnxModule, s) for s in S.SPECS)
