@@ -6,6 +6,8 @@ The functional API lives here; Flax modules are in :mod:`embeddings_jax.linen` a
 
 from embeddings_jax._src.bias import alibi_bias
 from embeddings_jax._src.bias import alibi_slopes
+from embeddings_jax._src.bias import fire_bias
+from embeddings_jax._src.bias import kerple_bias
 from embeddings_jax._src.bias import t5_relative_bias
 from embeddings_jax._src.bias import t5_relative_bucket
 from embeddings_jax._src.compose import embed_and_add
@@ -24,6 +26,7 @@ from embeddings_jax._src.positions import positions_from_offset
 from embeddings_jax._src.positions import positions_from_segments
 from embeddings_jax._src.rotary import RopeScaling
 from embeddings_jax._src.rotary import apply_rope
+from embeddings_jax._src.rotary import apply_xpos
 from embeddings_jax._src.rotary import attention_temperature
 from embeddings_jax._src.rotary import rope_frequencies
 from embeddings_jax._src.rotary import rope_scaling_from_hf
@@ -55,6 +58,7 @@ __all__ = (
     "alibi_bias",
     "alibi_slopes",
     "apply_rope",
+    "apply_xpos",
     "attend",
     "attention_temperature",
     "checked",
@@ -62,8 +66,10 @@ __all__ = (
     "embed",
     "embed_and_add",
     "extend_positions",
+    "fire_bias",
     "grid_positions",
     "kernels",
+    "kerple_bias",
     "layer_norm",
     "load_pretrained",
     "mrope_decode_positions",

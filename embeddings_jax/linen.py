@@ -7,6 +7,8 @@ The same modules, attributes and parameters exist for NNX in :mod:`embeddings_ja
 
 from embeddings_jax._src.modules.linen import ALiBi
 from embeddings_jax._src.modules.linen import Embed
+from embeddings_jax._src.modules.linen import FireBias
+from embeddings_jax._src.modules.linen import KerpleBias
 from embeddings_jax._src.modules.linen import PositionEmbed
 from embeddings_jax._src.modules.linen import RelativePositionBias
 from embeddings_jax._src.modules.linen import RotaryEmbedding
@@ -19,6 +21,8 @@ from embeddings_jax._src.modules.linen import TreePositionEmbed
 __all__ = (
     "ALiBi",
     "Embed",
+    "FireBias",
+    "KerpleBias",
     "PositionEmbed",
     "RelativePositionBias",
     "RotaryEmbedding",

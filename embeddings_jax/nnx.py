@@ -7,6 +7,8 @@ metadata) and forwards to one function of :mod:`embeddings_jax`.
 
 from embeddings_jax._src.modules.nnx import ALiBi
 from embeddings_jax._src.modules.nnx import Embed
+from embeddings_jax._src.modules.nnx import FireBias
+from embeddings_jax._src.modules.nnx import KerpleBias
 from embeddings_jax._src.modules.nnx import PositionEmbed
 from embeddings_jax._src.modules.nnx import RelativePositionBias
 from embeddings_jax._src.modules.nnx import RotaryEmbedding
@@ -19,6 +21,8 @@ from embeddings_jax._src.modules.nnx import TreePositionEmbed
 __all__ = (
     "ALiBi",
     "Embed",
+    "FireBias",
+    "KerpleBias",
     "PositionEmbed",
     "RelativePositionBias",
     "RotaryEmbedding",

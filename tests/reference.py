@@ -460,3 +460,57 @@ def bert_embeddings(word, tt, pos, ids, tt_ids, positions, gamma, beta, eps, sca
     x = x + np.asarray(tt, np.float64)[np.asarray(tt_ids)]
     x = x + np.asarray(pos, np.float64)[np.asarray(positions)]
     return layer_norm(x, np.asarray(gamma, np.float64), np.asarray(beta, np.float64), eps)
+
+
+# --- Learned relative biases and xPos (issue 18) ---
+
+
+def kerple_log_bias(q_pos, k_pos, r1, r2):
+    """Chi et al. 2022, the logarithmic kernel: [heads, q, k] = -r1_h log(1 + r2_h |i - j|),
+    distances as exact Python integers."""
+    q = [int(v) for v in np.ravel(q_pos)]
+    k = [int(v) for v in np.ravel(k_pos)]
+    d = np.array([[abs(i - j) for j in k] for i in q], np.float64)
+    r1 = np.asarray(r1, np.float64)[:, None, None]
+    r2 = np.asarray(r2, np.float64)[:, None, None]
+    return -r1 * np.log1p(r2 * d[None])
+
+
+def fire_bias(q_pos, k_pos, w_in, b_in, w_out, b_out, c, threshold, eps=1e-6):
+    """Li et al. 2023, eq. (5) with the appendix code: psi(x) = log(|c x| + 1),
+    delta = psi(i - j) / (psi(max(i, |L|)) + eps), bias = W2 relu(W1 delta + b1) + b2,
+    [heads, q, k], one position at a time in float64."""
+    w_in, b_in = np.asarray(w_in, np.float64), np.asarray(b_in, np.float64)
+    w_out, b_out = np.asarray(w_out, np.float64), np.asarray(b_out, np.float64)
+    c, L = float(c), abs(float(threshold))
+
+    def psi(x):
+        return np.log(abs(c * x) + 1.0)
+
+    q = [int(v) for v in np.ravel(q_pos)]
+    k = [int(v) for v in np.ravel(k_pos)]
+    out = np.zeros((w_out.shape[1], len(q), len(k)))
+    for a, i in enumerate(q):
+        for b, j in enumerate(k):
+            delta = psi(i - j) / (psi(max(i, L)) + eps)
+            hidden = np.maximum(w_in * delta + b_in, 0.0)
+            out[:, a, b] = hidden @ w_out + b_out
+    return out
+
+
+def xpos_apply(x, positions, *, role, scale_base=512.0, gamma=0.4, base=10000.0, layout="half"):
+    """Sun et al. 2022 section 3.2 / torchscale XPOS: RoPE of x[..., seq, heads, d] in float64,
+    then each rotated pair i scaled by zeta_i ** (+p / scale_base) (queries) or
+    ** (-p / scale_base) (keys), zeta_i = (i / (d / 2) + gamma) / (1 + gamma)."""
+    d = np.shape(x)[-1]
+    inv = base ** (-np.arange(0, d, 2, dtype=np.float64) / d)
+    y = rope_apply(x, positions, inv, layout=layout)
+    zeta = (np.arange(d // 2, dtype=np.float64) / (d / 2) + gamma) / (1 + gamma)
+    sign = 1.0 if role == "query" else -1.0
+    p = np.asarray(positions, np.float64)[..., :, None, None]
+    s = zeta ** (sign * p / scale_base)  # [..., seq, 1, d/2]
+    if layout == "half":
+        s = np.concatenate([s, s], axis=-1)
+    else:
+        s = np.repeat(s, 2, axis=-1)
+    return y * s

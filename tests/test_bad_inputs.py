@@ -44,6 +44,9 @@ I32_MAX, I32_MIN = 2**31 - 1, -(2**31)
 KEY = jax.random.key(0)
 GRID6 = ej.grid_positions(2, 3)  # 6 patches, (row, column)
 X2D = jnp.ones((6, 2, 8), jnp.float32)  # [seq=6, heads, head_dim]
+# FIRE's MLP for 4 hidden units and 2 heads, and a scalar parameter.
+_FIRE = (jnp.ones(4), jnp.zeros(4), jnp.ones((4, 2)), jnp.zeros(2))
+C1 = jnp.float32(1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1087,6 +1090,127 @@ ERRORS = [
         lambda: ej.t5_relative_bias(POS, POS, jnp.ones((32, 2), jnp.int32)),
         TypeError,
         r"t5_relative_bias: `table` must be a floating-point array",
+    ),
+    # --- Kerple, FIRE, xPos ----------------------------------------------------------
+    Err(
+        "kerple-r1-int",
+        lambda: ej.kerple_bias(POS, POS, jnp.ones(2, jnp.int32), jnp.ones(2)),
+        TypeError,
+        r"kerple_bias: `r1` must be a floating-point array, got dtype int32",
+    ),
+    Err(
+        "kerple-r2-2d",
+        lambda: ej.kerple_bias(POS, POS, jnp.ones(2), jnp.ones((2, 1))),
+        ValueError,
+        r"kerple_bias: `r2` must be 1-D \[heads\], got shape \(2, 1\)",
+    ),
+    Err(
+        "kerple-heads-differ",
+        lambda: ej.kerple_bias(POS, POS, jnp.ones(2), jnp.ones(3)),
+        ValueError,
+        r"kerple_bias: `r2` must have the shape of `r1` \(2,\) \(one per head\), got \(3,\)",
+    ),
+    Err(
+        "kerple-positions-float",
+        lambda: ej.kerple_bias(jnp.arange(3.0), POS, jnp.ones(2), jnp.ones(2)),
+        TypeError,
+        r"kerple_bias: `q_positions` must be an integer array, got dtype float32",
+    ),
+    Err(
+        "kerple-dtype-int",
+        lambda: ej.kerple_bias(POS, POS, jnp.ones(2), jnp.ones(2), dtype=jnp.int8),
+        TypeError,
+        r"kerple_bias: `dtype` must be a floating-point dtype, got int8",
+    ),
+    Err(
+        "fire-w-out-1d",
+        lambda: ej.fire_bias(POS, POS, *_FIRE[:2], jnp.ones(4), _FIRE[3], c=C1, threshold=C1),
+        ValueError,
+        r"fire_bias: `w_out` must be 2-D \[width, heads\], got shape \(4,\)",
+    ),
+    Err(
+        "fire-width-mismatch",
+        lambda: ej.fire_bias(POS, POS, jnp.ones(3), *_FIRE[1:], c=C1, threshold=C1),
+        ValueError,
+        r"fire_bias: `b_in` must have shape \(3,\) like `w_in`, got \(4,\)",
+    ),
+    Err(
+        "fire-heads-mismatch",
+        lambda: ej.fire_bias(POS, POS, *_FIRE[:3], jnp.ones(5), c=C1, threshold=C1),
+        ValueError,
+        r"fire_bias: `b_out` must have shape \(2,\) \(heads of `w_out`\), got \(5,\)",
+    ),
+    Err(
+        "fire-c-vector",
+        lambda: ej.fire_bias(POS, POS, *_FIRE, c=jnp.ones(2), threshold=C1),
+        ValueError,
+        r"fire_bias: `c` must be 0-D, got shape \(2,\)",
+    ),
+    Err(
+        "fire-threshold-int",
+        lambda: ej.fire_bias(POS, POS, *_FIRE, c=C1, threshold=jnp.int32(512)),
+        TypeError,
+        r"fire_bias: `threshold` must be a floating-point array, got dtype int32",
+    ),
+    Err(
+        "fire-eps-zero",
+        lambda: ej.fire_bias(POS, POS, *_FIRE, c=C1, threshold=C1, eps=0.0),
+        ValueError,
+        r"fire_bias: `eps` must be a finite number > 0, got 0.0",
+    ),
+    Err(
+        "xpos-role-unknown",
+        lambda: ej.apply_xpos(X, POS, role="value"),
+        ValueError,
+        r"apply_xpos: `role` must be one of 'query', 'key', got 'value'",
+    ),
+    Err(
+        "xpos-scale-base-zero",
+        lambda: ej.apply_xpos(X, POS, role="key", scale_base=0),
+        ValueError,
+        r"apply_xpos: `scale_base` must be a finite number > 0, got 0.0",
+    ),
+    Err(
+        "xpos-gamma-negative",
+        lambda: ej.apply_xpos(X, POS, role="key", gamma=-0.4),
+        ValueError,
+        r"apply_xpos: `gamma` must be a finite number > 0, got -0.4",
+    ),
+    Err(
+        "xpos-positions-length",
+        lambda: ej.apply_xpos(X, jnp.arange(4), role="query"),
+        ValueError,
+        r"apply_xpos: `positions` must be \[seq\] or \[..., seq\] with seq=3",
+    ),
+    Err(
+        "xpos-positions-float",
+        lambda: ej.apply_xpos(X, jnp.arange(3.0), role="query"),
+        TypeError,
+        r"apply_xpos: `positions` must be an integer array, got dtype float32",
+    ),
+    Err(
+        "xpos-odd-rotary-dim",
+        lambda: ej.apply_xpos(X, POS, role="query", rotary_dim=3),
+        ValueError,
+        r"apply_xpos: `rotary_dim` must be even, got 3",
+    ),
+    Err(
+        "xpos-module-no-role",
+        lambda: el.RotaryEmbedding(xpos_scale_base=8.0).apply({}, X, POS),
+        ValueError,
+        r"RotaryEmbedding: `query` must be True \(queries\) or False \(keys\)",
+    ),
+    Err(
+        "kerple-module-eps",
+        lambda: en.KerpleBias(2, eps=-1.0, rngs=nnx.Rngs(0)),
+        ValueError,
+        r"KerpleBias: `eps` must be a finite number > 0, got -1.0",
+    ),
+    Err(
+        "fire-module-width",
+        lambda: el.FireBias(2, mlp_width=0),
+        ValueError,
+        r"FireBias: `mlp_width` must be >= 1, got 0",
     ),
     # --- surgery -------------------------------------------------------------------
     Err(
@@ -2158,9 +2282,37 @@ def _offset_last_position_int32_max():
     )
 
 
+def _xpos_key_scale_overflows():
+    """Documented: zeta ** (-m / scale_base) overflows float32 past |m| ~ 36,000 (defaults);
+    shifting queries and keys by the same amount keeps the scores."""
+    far = ej.apply_xpos(jnp.ones((1, 1, 4)), jnp.array([40_000]), role="key")
+    assert np.isinf(np.asarray(far)).any()
+    near = ej.apply_xpos(jnp.ones((1, 1, 4)), jnp.array([40_000 - 39_990]), role="key")
+    assert np.isfinite(np.asarray(near)).all()
+
+
+def _kerple_fire_far_uint32():
+    q, k = jnp.array([2**32 - 1], jnp.uint32), jnp.array([0], jnp.uint32)
+    b = ej.kerple_bias(q, k, jnp.ones(1), jnp.ones(1))
+    np.testing.assert_allclose(np.asarray(b)[0, 0, 0], -np.log1p(2.0**32 - 1), rtol=1e-6)
+    f = ej.fire_bias(q, k, jnp.ones(1), jnp.zeros(1), jnp.ones((1, 1)), jnp.zeros(1), c=C1,
+                     threshold=C1)  # fmt: skip
+    np.testing.assert_allclose(np.asarray(f)[0, 0, 0], 1.0, rtol=1e-5)  # |i - j| = i: delta 1
+
+
 E0 = jnp.zeros((2, 0), jnp.int32)
 B0 = jnp.zeros((0, 3), jnp.int32)
 BEHAVIOURS = [
+    Ok("xpos-key-scale-overflows-far-from-zero", lambda: _xpos_key_scale_overflows()),
+    Ok("kerple-fire-uint32-distance-does-not-wrap", lambda: _kerple_fire_far_uint32()),
+    Ok(
+        "kerple-seq-0",
+        _shape(lambda: ej.kerple_bias(E0, POS, jnp.ones(2), jnp.ones(2)), (2, 2, 0, 3)),
+    ),
+    Ok(
+        "fire-seq-0",
+        _shape(lambda: ej.fire_bias(POS, E0, *_FIRE, c=C1, threshold=C1), (2, 2, 3, 0)),
+    ),
     Ok("modules-position-embed-message-names-positions", lambda: _position_embed_message()),
     Ok("modules-nnx-sinusoidal-convention-checked-early", lambda: _nnx_sinusoidal_convention()),
     Ok("alibi-distance-past-int32-does-not-wrap", lambda: _alibi_far_positions()),

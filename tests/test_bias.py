@@ -10,6 +10,7 @@ from flax import nnx
 from hypothesis import given
 from hypothesis import strategies as st
 from jax.sharding import Mesh, PartitionSpec
+from jax.test_util import check_grads
 
 import embeddings_jax as ej
 import embeddings_jax.linen as ejl
@@ -322,3 +323,116 @@ def test_alibi_max_bias_is_mpt_s_alibi_bias_max(n, max_bias):
         np.testing.assert_array_equal(ej.alibi_slopes(n, max_bias=8.0), ej.alibi_slopes(n))
     mod = ejl.ALiBi(n, max_bias=max_bias).apply({}, jnp.arange(3), jnp.arange(3))
     np.testing.assert_allclose(mod[:, 1, 0], -got, rtol=1e-7)
+
+
+# --- Kerple and FIRE ----------------------------------------------------------------------
+
+
+def _fire_params(width=6, heads=3, seed=0):
+    r = np.random.default_rng(seed)
+    return (
+        jnp.asarray(r.normal(size=width), jnp.float32),
+        jnp.asarray(r.normal(size=width), jnp.float32),
+        jnp.asarray(r.normal(size=(width, heads)), jnp.float32),
+        jnp.asarray(r.normal(size=heads), jnp.float32),
+    )
+
+
+@pytest.mark.parametrize("offset", [0, 1000, INT32_MAX - 20])
+def test_kerple_bias_matches_reference(maybe_jit, offset):
+    q, k = jnp.arange(7) + offset, jnp.arange(9) + offset - 2
+    r1, r2 = jnp.array([0.5, 1.7, 0.01]), jnp.array([0.9, 0.02, 0.3])
+    got = maybe_jit(ej.kerple_bias)(q, k, r1, r2)
+    assert got.shape == (3, 7, 9) and got.dtype == jnp.float32
+    want = ref.kerple_log_bias(np.asarray(q), np.asarray(k), r1, r2)
+    np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=2e-6, atol=1e-7)
+
+
+def test_kerple_published_limits():
+    """-r1 log(1 + r2 d): zero on the diagonal, monotone in d, -> ALiBi for small r2."""
+    q = jnp.arange(40)
+    b = np.asarray(ej.kerple_bias(q, q, jnp.array([1.0]), jnp.array([0.5])))[0]
+    np.testing.assert_array_equal(np.diag(b), 0.0)
+    assert np.all(np.diff(b[-1, ::-1]) < 0)  # farther keys, stronger penalty
+    m = 0.25
+    small = ej.kerple_bias(q, q, jnp.array([m / 1e-4]), jnp.array([1e-4]))
+    alibi = ej.alibi_bias(q, q, jnp.array([m]), mode="symmetric")
+    np.testing.assert_allclose(small, alibi, rtol=3e-3, atol=1e-6)
+
+
+def test_kerple_every_integer_dtype_exact():
+    """uint32 past 2**31 and int64 (x64) distances are exact: no wrap into int32."""
+    q = np.array([2**32 - 1], np.uint32)
+    k = np.array([0, 2**31, 2**32 - 3], np.uint32)
+    got = ej.kerple_bias(q, k, jnp.array([1.0]), jnp.array([1e-9]))
+    want = ref.kerple_log_bias(q, k, [1.0], [1e-9])
+    np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=1e-6)
+    for dt in (jnp.int8, jnp.uint8, jnp.int16, jnp.uint16):
+        got = ej.kerple_bias(
+            jnp.arange(5, dtype=dt), jnp.arange(5, dtype=dt), jnp.ones(1), jnp.ones(1)
+        )
+        np.testing.assert_allclose(
+            got, ref.kerple_log_bias(range(5), range(5), [1], [1]), rtol=1e-6
+        )
+
+
+def test_kerple_grad_and_vmap():
+    q = jnp.arange(6)
+    r1, r2 = jnp.array([0.5, 1.5]), jnp.array([0.2, 0.8])
+    f = lambda a, b: ej.kerple_bias(q, q, a, b).sum()  # noqa: E731
+    check_grads(f, (r1, r2), order=1, modes=["rev"], eps=1e-3, atol=2e-2, rtol=2e-2)
+    batched = jax.vmap(lambda a: ej.kerple_bias(q, q, a, r2))(jnp.stack([r1, 2 * r1]))
+    np.testing.assert_allclose(batched[1], ej.kerple_bias(q, q, 2 * r1, r2), rtol=1e-6)
+
+
+@pytest.mark.parametrize("offset, threshold", [(0, 512.0), (0, 3.0), (100, 8.0), (2**30, -5.0)])
+def test_fire_bias_matches_reference(maybe_jit, offset, threshold):
+    q, k = jnp.arange(6) + offset, jnp.arange(8) + offset - 2
+    p = _fire_params()
+    c, L = jnp.float32(0.1), jnp.float32(threshold)
+    got = maybe_jit(lambda *a: ej.fire_bias(*a, c=c, threshold=L))(q, k, *p)
+    assert got.shape == (3, 6, 8) and got.dtype == jnp.float32
+    want = ref.fire_bias(np.asarray(q), np.asarray(k), *p, c=0.1, threshold=threshold)
+    np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=1e-5, atol=1e-5)
+
+
+def test_fire_normalised_distance_is_progressive():
+    """With an identity MLP the bias is delta, in [0, 1] for the keys a causal query sees:
+    1 for the first key once the query is past the threshold, whatever the length
+    (progressive interpolation)."""
+    ident = (jnp.ones(1), jnp.zeros(1), jnp.ones((1, 1)), jnp.zeros(1))
+    for n in (16, 64, 256):
+        q = jnp.arange(n)
+        b = np.asarray(ej.fire_bias(q, q, *ident, c=jnp.float32(0.1), threshold=jnp.float32(8)))[0]
+        causal = b[np.tril_indices(n)]
+        assert causal.min() >= 0 and causal.max() <= 1 + 1e-6
+        np.testing.assert_allclose(b[8:, 0], 1.0, rtol=1e-5)  # |i - 0| = i = max(i, 8)
+        np.testing.assert_allclose(np.diag(b), 0.0)
+
+
+def test_fire_grad_wrt_every_parameter():
+    q = jnp.arange(5)
+    p = _fire_params(width=4, heads=2)
+
+    def f(w_in, b_in, w_out, b_out, c, L):
+        return jnp.sum(ej.fire_bias(q, q, w_in, b_in, w_out, b_out, c=c, threshold=L) ** 2)
+
+    args = (*p, jnp.float32(0.3), jnp.float32(3.5))
+    check_grads(f, args, order=1, modes=["rev"], eps=1e-2, atol=5e-2, rtol=5e-2)
+    g = jax.grad(f, argnums=(4, 5))(*args)
+    assert all(float(abs(v)) > 0 for v in g)
+
+
+def test_fire_and_kerple_float64_parameters_compute_in_float64():
+    with jax.enable_x64(True):
+        q = jnp.arange(5)
+        b = ej.kerple_bias(q, q, jnp.ones(1, jnp.float64), jnp.full(1, 0.3, jnp.float64))
+        assert b.dtype == jnp.float64
+        np.testing.assert_allclose(
+            b, ref.kerple_log_bias(range(5), range(5), [1], [0.3]), rtol=1e-14
+        )
+        p = [a.astype(jnp.float64) for a in _fire_params()]
+        f = ej.fire_bias(q, q, *p, c=jnp.float64(0.1), threshold=jnp.float64(2.0))
+        want = ref.fire_bias(range(5), range(5), *p, c=0.1, threshold=2.0)
+        assert f.dtype == jnp.float64
+        np.testing.assert_allclose(f, want, rtol=1e-12, atol=1e-12)

@@ -93,7 +93,7 @@ def test_counts_must_be_positive(argv, capsys):
 
 def test_extrapolate_rejects_an_unknown_method(capsys):
     with pytest.raises(SystemExit) as e:
-        cli.main(["extrapolate", "--methods", "rope,xpos"])
+        cli.main(["extrapolate", "--methods", "rope,bogus"])
     assert e.value.code == 2 and "--methods: must be a comma-separated" in capsys.readouterr().err
 
 

@@ -156,6 +156,10 @@ CASES = [
     ),
     ("TreePositionEmbed", (D, 2, 2), {}, (PATHS,)),
     ("TreePositionEmbed", (D, 2, 2), {"dtype": jnp.bfloat16, "logical_axes": None}, (PATHS,)),
+    ("KerpleBias", (3,), {}, (POS, POS)),
+    ("KerpleBias", (2,), {"dtype": jnp.bfloat16, "eps": 0.5}, (POS[None], POS[None] + 2)),
+    ("FireBias", (3,), {"mlp_width": 4}, (POS, POS)),
+    ("FireBias", (2,), {"init_threshold": 2.0, "dtype": jnp.bfloat16}, (POS + 7, POS)),
 ]
 IDS_OF_CASES = [f"{c[0]}-{i}" for i, c in enumerate(CASES)]
 
@@ -226,6 +230,17 @@ def test_same_parameters_axes_and_outputs(case):
         ("RotaryEmbedding2D", (), {"position_scale": (1.0, 0.0)}, r"`position_scale\[1\]` must"),
         ("TreePositionEmbed", (10, 2, 2), {}, r"`features` must be a multiple of max_depth"),
         ("TreePositionEmbed", (D, 0, 2), {}, r"TreePositionEmbed: `degree` must be >= 1, got 0"),
+        ("KerpleBias", (0,), {}, r"KerpleBias: `num_heads` must be >= 1, got 0"),
+        ("KerpleBias", (2,), {"eps": 0.0}, r"KerpleBias: `eps` must be a finite number > 0"),
+        ("FireBias", (2,), {"mlp_width": 0}, r"FireBias: `mlp_width` must be >= 1, got 0"),
+        ("FireBias", (2,), {"init_threshold": -1.0}, r"FireBias: `init_threshold` must be"),
+        ("RotaryEmbedding", (), {"xpos_scale_base": 0.0}, r"`xpos_scale_base` must be a finite"),
+        (
+            "RotaryEmbedding",
+            (),
+            {"xpos_scale_base": 8.0, "nope": True},
+            r"RotaryEmbedding: `xpos_scale_base` must be None with nope=True",
+        ),
     ],
 )
 def test_bad_attributes_raise_at_construction_with_one_message(cls, args, kw, match):
@@ -346,3 +361,44 @@ def test_out_of_range_policies_match_the_function(front):
     np.testing.assert_array_equal(y, ej.embed(table, bad, out_of_range="zero"))
     with pytest.raises(ValueError, match=r"TokenEmbed: `ids` must be in \[0, 11\)"):
         front.build("TokenEmbed", V, D)(bad)
+
+
+def test_kerple_and_fire_modules_are_their_functions(front):
+    """The modules call ej.kerple_bias / ej.fire_bias with their parameters (r clamped to
+    eps; FIRE's threshold = |threshold_scale| * init_threshold)."""
+    q, k = jnp.arange(4), jnp.arange(6)
+    kb = front.build("KerpleBias", 3, eps=0.3)
+    kb(q, k)
+    p = params_of(kb)
+    p = {"r1": p["r1"].at[0].set(-1.0), "r2": p["r2"]}
+    load(kb, p)
+    want = ej.kerple_bias(q, k, jnp.maximum(p["r1"], 0.3), jnp.maximum(p["r2"], 0.3))
+    np.testing.assert_allclose(kb(q, k), want, rtol=1e-6)
+    fb = front.build("FireBias", 2, mlp_width=5, init_threshold=3.0)
+    fb(q, k)
+    p = params_of(fb)
+    assert p["c"] == np.float32(0.1) and p["threshold_scale"] == 1.0
+    want = ej.fire_bias(
+        q, k, p["w_in"], p["b_in"], p["w_out"], p["b_out"], c=p["c"], threshold=jnp.float32(3.0)
+    )
+    np.testing.assert_allclose(fb(q, k), want, rtol=1e-6, atol=1e-7)
+
+
+def test_kerple_clamp_keeps_gradients():
+    """The clamp is a projection: a parameter below eps still gets the gradient of r."""
+    m = ejl.KerpleBias(num_heads=2, eps=0.5)
+    q = jnp.arange(5)
+    v = m.init(jax.random.key(0), q, q)
+    v = {"params": {"r1": jnp.array([0.1, 1.0]), "r2": jnp.array([0.2, 0.7])}}
+    g = jax.grad(lambda p: m.apply({"params": p}, q, q).sum())(v["params"])
+    assert np.all(np.asarray(g["r1"]) != 0) and np.all(np.asarray(g["r2"]) != 0)
+
+
+def test_rotary_xpos_needs_the_role_and_matches_apply_xpos(front):
+    x, pos = jnp.ones((5, 2, D)), POS
+    m = front.build("RotaryEmbedding", xpos_scale_base=16.0, layout="interleaved")
+    with pytest.raises(ValueError, match=r"RotaryEmbedding: `query` must be True .* got None"):
+        m(x, pos)
+    for query, role in ((True, "query"), (False, "key")):
+        want = ej.apply_xpos(x, pos, role=role, scale_base=16.0, layout="interleaved")
+        np.testing.assert_allclose(m(x, pos, query=query), want, rtol=1e-6)

@@ -773,3 +773,80 @@ def test_attention_temperature_matches_reference():
         1,
         1,
     ]
+
+
+# --- xPos ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["half", "interleaved"])
+@pytest.mark.parametrize("role", ["query", "key"])
+def test_xpos_matches_reference(maybe_jit, key, layout, role):
+    x = jax.random.normal(key, (2, 6, 3, 8))
+    pos = jnp.arange(12).reshape(2, 6) * 7 - 20  # negative positions too
+    got = maybe_jit(lambda x, p: ej.apply_xpos(x, p, role=role, scale_base=64.0, layout=layout))(
+        x, pos
+    )
+    assert got.shape == x.shape and got.dtype == x.dtype
+    want = ref.xpos_apply(x, np.asarray(pos), role=role, scale_base=64.0, layout=layout)
+    np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=2e-6, atol=2e-6)
+
+
+def test_xpos_score_depends_on_offset_and_decays(key):
+    """<xpos_q(q, n), xpos_k(k, m)> depends on n - m only; with q = k the score of a pair of
+    a given frequency decays as zeta_i ** ((n - m) / scale_base) (Sun et al., eq. 11)."""
+    q, k = jax.random.normal(key, (2, 1, 1, 8))
+    x = jnp.concatenate([q, k])  # [2 (seq), 1, 8]
+
+    def score(n, m):
+        qx = ej.apply_xpos(x, jnp.array([n, m]), role="query", scale_base=32.0)
+        kx = ej.apply_xpos(x, jnp.array([n, m]), role="key", scale_base=32.0)
+        return float(jnp.vdot(qx[0], kx[1]))
+
+    for n, m, c in [(10, 3, 100), (5, 5, -1000), (40, 0, 1500)]:  # |p| / 32 * 1.25 < 88
+        np.testing.assert_allclose(score(n, m), score(n + c, m + c), rtol=2e-4)
+    # One pair (features 0 and 4 in "half"), identical q and k: rotation cancels at n = m,
+    # and the squared norm decays by zeta_0 ** ((n - m) / beta) otherwise (cos part).
+    e = jnp.zeros((2, 1, 8)).at[:, 0, 0].set(1.0)
+    zeta0 = 0.4 / 1.4
+    for d in (0, 8, 64):
+        qx = ej.apply_xpos(e, jnp.array([d, 0]), role="query", scale_base=32.0)
+        kx = ej.apply_xpos(e, jnp.array([d, 0]), role="key", scale_base=32.0)
+        np.testing.assert_allclose(
+            float(jnp.vdot(qx[0], kx[1])), zeta0 ** (d / 32.0) * math.cos(d), rtol=1e-5, atol=1e-7
+        )
+
+
+def test_xpos_exact_phase_and_partial_rotary(key):
+    """Large positions keep the exact rotary phase (the scale stays finite when shifted);
+    features past rotary_dim pass through unscaled."""
+    x = jax.random.normal(key, (3, 2, 12))
+    pos = jnp.array([INT32_MAX - 2, INT32_MAX - 1, INT32_MAX], jnp.int32)
+    sb = 2.0**27  # keep zeta ** (p / sb) in float range at p ~ 2**31
+    y = ej.apply_xpos(x, pos, role="key", scale_base=sb, rotary_dim=8)
+    np.testing.assert_array_equal(y[..., 8:], x[..., 8:])
+    want = ref.xpos_apply(x[..., :8], np.asarray(pos, np.int64), role="key", scale_base=sb)
+    np.testing.assert_allclose(np.asarray(y[..., :8], np.float64), want, rtol=5e-6, atol=5e-6)
+
+
+def test_xpos_bf16_and_grad(key):
+    x = jax.random.normal(key, (4, 2, 8))
+    pos = jnp.arange(4)
+    y = ej.apply_xpos(x.astype(jnp.bfloat16), pos, role="query")
+    assert y.dtype == jnp.bfloat16
+    want = ref.xpos_apply(np.asarray(x.astype(jnp.bfloat16), np.float64), pos, role="query")
+    np.testing.assert_allclose(np.asarray(y, np.float64), want, rtol=1e-2, atol=1e-2)
+    check_grads(
+        lambda x: ej.apply_xpos(x, pos, role="key"), (x,), order=1, modes=["rev"], atol=1e-2,
+        rtol=1e-2,
+    )  # fmt: skip
+
+
+def test_apply_rope_unchanged_by_the_xpos_refactor(key):
+    """apply_rope through the shared rotation helper: still the float64 reference."""
+    x = jax.random.normal(key, (5, 2, 8))
+    pos = jnp.arange(5) * 1000
+    y = ej.apply_rope(x, pos, scaling={"rope_type": "yarn", "factor": 4.0,
+                                       "original_max_position_embeddings": 64})  # fmt: skip
+    inv, af = ref.rope_yarn(8, 10000.0, 4.0, 64)
+    want = ref.rope_apply(x, np.asarray(pos), inv, attention_factor=af)
+    np.testing.assert_allclose(np.asarray(y, np.float64), want, rtol=3e-6, atol=3e-6)

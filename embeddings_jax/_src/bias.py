@@ -1,4 +1,4 @@
-"""Additive attention biases from relative positions: ALiBi and T5 relative buckets."""
+"""Additive attention biases from relative positions: ALiBi, T5 relative buckets, Kerple, FIRE."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ __all__ = [
     "alibi_bias",
     "alibi_slopes",
     "alibi_slopes_np",
+    "fire_bias",
+    "kerple_bias",
     "t5_relative_bias",
     "t5_relative_bucket",
 ]
@@ -446,3 +448,214 @@ def t5_relative_bias(
     )
     values = jnp.take(t, buckets, axis=0)  # [..., q, k, heads]
     return jnp.moveaxis(values, -1, -3).astype(dt)
+
+
+# --- Kerple and FIRE: learned functions of the distance ------------------------------------
+
+
+def _distance(rel: _Rel, cdt) -> Array:
+    """``|k - q|`` in the compute dtype: one rounding of the exact magnitude."""
+    if np.dtype(cdt) == np.float64:
+        return rel.mag.astype(jnp.float64)
+    return rel.magf.astype(cdt)
+
+
+def _float_vector(fn: str, name: str, x, axes: str) -> Array:
+    checks.check_floating(fn, name, x)
+    a = jnp.asarray(x)
+    checks.check_ndim(fn, name, a, 1, axes=axes)
+    return a
+
+
+def _float_scalar(fn: str, name: str, x) -> Array:
+    checks.check_floating(fn, name, x)
+    a = jnp.asarray(x)
+    checks.check_ndim(fn, name, a, 0)
+    return a
+
+
+def kerple_bias(
+    q_positions: Int[ArrayLike, "*batch q"],
+    k_positions: Int[ArrayLike, "*batch k"],
+    r1: Float[ArrayLike, " heads"],
+    r2: Float[ArrayLike, " heads"],
+    *,
+    dtype: Dtype | None = None,
+) -> Float[Array, "*batch heads q k"]:
+    r"""Kerple attention bias, logarithmic variant: a learned log-distance penalty per head.
+
+    .. math::
+
+      B_{h, i, j} = -r_{1,h} \, \ln\!\big(1 + r_{2,h}\, |q_i - k_j|\big),
+      \qquad r_{1,h}, r_{2,h} > 0
+
+    The bias is added to the logits :math:`q k^\top / \sqrt{d}`; keys after the query
+    (causal attention) must be masked by the caller, as with ALiBi. The penalty is a
+    conditionally positive definite kernel of the distance (the paper's "log" kernel):
+    it grows ever more slowly with distance, and ALiBi's linear penalty
+    :math:`-m |i - j|` is its limit :math:`r_2 \to 0` with :math:`r_1 r_2 = m`. ``r1``
+    and ``r2`` are learned per head; keep them positive
+    (:class:`embeddings_jax.linen.KerpleBias` clamps them to ``eps``, as the paper's code
+    does). Positions of every integer dtype are subtracted
+    exactly (no wrap); the distance is rounded once to the compute dtype.
+
+    Args:
+      q_positions: integer ``[..., q]`` query positions.
+      k_positions: integer ``[..., k]`` key positions (leading axes broadcast).
+      r1: ``[heads]`` positive scales :math:`r_1`.
+      r2: ``[heads]`` positive distance scales :math:`r_2`.
+      dtype: output dtype; default the dtype of ``r1`` and ``r2`` (the wider). Computed
+        in float32, or float64 when a parameter is float64, and cast once.
+
+    Returns:
+      ``[..., heads, q, k]`` bias (``<= 0`` for positive parameters).
+
+    Raises:
+      TypeError: non-integer positions, non-floating ``r1``/``r2``/``dtype``.
+      ValueError: ``r1``/``r2`` not 1-D or of different lengths, positions without a
+        sequence axis or with leading axes that do not broadcast.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import embeddings_jax as ej
+      >>> b = ej.kerple_bias(jnp.arange(3), jnp.arange(3), jnp.array([1.0]), jnp.array([1.0]))
+      >>> b[0].round(4)
+      Array([[-0.    , -0.6931, -1.0986],
+             [-0.6931, -0.    , -0.6931],
+             [-1.0986, -0.6931, -0.    ]], dtype=float32)
+
+    References:
+      Chi, Fan, Ramadge, Rudnicky, "KERPLE: Kernelized Relative Positional Embedding for
+      Length Extrapolation", NeurIPS 2022, arXiv:2205.09921; official code
+      ``ParallelKerpleLog`` (chijames/KERPLE, ``megatron/mpu/layers.py``).
+    """
+    fn = "kerple_bias"
+    a = _float_vector(fn, "r1", r1, "heads")
+    b = _float_vector(fn, "r2", r2, "heads")
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{fn}: `r2` must have the shape of `r1` {tuple(a.shape)} (one per head), "
+            f"got {tuple(b.shape)}"
+        )
+    widest = checks.promote_float(a.dtype, b.dtype)
+    dt = widest if dtype is None else checks.check_float_dtype(fn, "dtype", dtype)
+    cdt = checks.promote_float(widest, jnp.float32)
+    rel = _relative(fn, q_positions, k_positions)  # [..., 1, q, k]
+    dist = _distance(rel, cdt)
+    shape = (1,) * (dist.ndim - 3) + (a.shape[0], 1, 1)
+    a, b = a.astype(cdt).reshape(shape), b.astype(cdt).reshape(shape)
+    return (-a * jnp.log1p(b * dist)).astype(dt)
+
+
+def fire_bias(
+    q_positions: Int[ArrayLike, "*batch q"],
+    k_positions: Int[ArrayLike, "*batch k"],
+    w_in: Float[ArrayLike, " width"],
+    b_in: Float[ArrayLike, " width"],
+    w_out: Float[ArrayLike, "width heads"],
+    b_out: Float[ArrayLike, " heads"],
+    *,
+    c: Float[ArrayLike, ""],
+    threshold: Float[ArrayLike, ""],
+    eps: float = 1e-6,
+    dtype: Dtype | None = None,
+) -> Float[Array, "*batch heads q k"]:
+    r"""FIRE attention bias: an MLP of the log-transformed, progressively normalised distance.
+
+    .. math::
+
+      \psi(x) = \ln(1 + |c|\, x), \qquad
+      \delta_{ij} = \frac{\psi(|q_i - k_j|)}{\psi(\max(q_i, |L|)) + \epsilon}, \qquad
+      B_{h,i,j} = \sum_m W^{\mathrm{out}}_{m,h}\,
+        \mathrm{ReLU}\big(W^{\mathrm{in}}_m \delta_{ij} + b^{\mathrm{in}}_m\big)
+        + b^{\mathrm{out}}_h
+
+    The distance is divided by (the transform of) the query's own position, so every
+    query sees distances in :math:`[0, 1]` whatever the sequence length ("progressive
+    interpolation"); the threshold :math:`L` keeps short contexts from being
+    stretched, and the log transform :math:`\psi` spreads the near distances. The MLP
+    (one hidden ReLU layer of ``width`` units, ``heads`` outputs), :math:`c` and
+    :math:`L` are learned. Keys after the query get :math:`|q_i - k_j|` too and must be
+    masked by the caller (causal attention). Positions of every integer dtype are
+    subtracted exactly; the distance and the query position are rounded once to float.
+
+    Args:
+      q_positions: integer ``[..., q]`` query positions.
+      k_positions: integer ``[..., k]`` key positions (leading axes broadcast).
+      w_in: ``[width]`` weights of the hidden layer (its input is the scalar
+        :math:`\delta`).
+      b_in: ``[width]`` biases of the hidden layer.
+      w_out: ``[width, heads]`` output weights.
+      b_out: ``[heads]`` output biases.
+      c: scalar log-transform scale :math:`c` (the paper initialises it at 0.1).
+      threshold: scalar threshold :math:`L` (the paper initialises it at 512 and learns a
+        multiplier).
+      eps: static :math:`\epsilon > 0` against division by zero.
+      dtype: output dtype; default the widest parameter dtype. Computed in float32, or
+        float64 when a parameter is float64, and cast once.
+
+    Returns:
+      ``[..., heads, q, k]`` bias.
+
+    Raises:
+      TypeError: non-integer positions, non-floating parameters or ``dtype``.
+      ValueError: parameter shapes that disagree (``b_in`` and ``w_out``'s first axis
+        must match ``w_in``, ``b_out`` ``w_out``'s second), ``c``/``threshold`` not
+        scalars, ``eps`` not ``> 0``, positions that do not broadcast.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import embeddings_jax as ej
+      >>> w_in, b_in, w_out, b_out = jnp.ones(1), jnp.zeros(1), jnp.ones((1, 1)), jnp.zeros(1)
+      >>> b = ej.fire_bias(jnp.arange(3), jnp.arange(3), w_in, b_in, w_out, b_out,
+      ...                  c=jnp.float32(1.0), threshold=jnp.float32(2.0))
+      >>> b[0].round(4)   # delta_ij: ln(1 + |i - j|) / ln(1 + max(i, 2))
+      Array([[0.    , 0.6309, 1.    ],
+             [0.6309, 0.    , 0.6309],
+             [1.    , 0.6309, 0.    ]], dtype=float32)
+
+    References:
+      Li, You, Guruganesh, Ainslie, Ontanon, Zaheer, Sanghai, Yang, Kumar, Bhojanapalli,
+      "Functional Interpolation for Relative Positions Improves Long Context
+      Transformers", ICLR 2024, arXiv:2310.04418 (eq. (5) and the reference code of its
+      appendix).
+    """
+    fn = "fire_bias"
+    wi = _float_vector(fn, "w_in", w_in, "width")
+    bi = _float_vector(fn, "b_in", b_in, "width")
+    checks.check_floating(fn, "w_out", w_out)
+    wo = jnp.asarray(w_out)
+    checks.check_ndim(fn, "w_out", wo, 2, axes="width, heads")
+    bo = _float_vector(fn, "b_out", b_out, "heads")
+    width = wi.shape[0]
+    if bi.shape[0] != width:
+        raise ValueError(f"{fn}: `b_in` must have shape ({width},) like `w_in`, got {bi.shape}")
+    if wo.shape[0] != width:
+        raise ValueError(
+            f"{fn}: `w_out` must have shape ({width}, heads) (width of `w_in`), got {wo.shape}"
+        )
+    if bo.shape[0] != wo.shape[1]:
+        raise ValueError(
+            f"{fn}: `b_out` must have shape ({wo.shape[1]},) (heads of `w_out`), got {bo.shape}"
+        )
+    cc = _float_scalar(fn, "c", c)
+    ll = _float_scalar(fn, "threshold", threshold)
+    e = checks.static_float(fn, "eps", eps, positive=True)
+    params = (wi, bi, wo, bo, cc, ll)
+    widest = checks.promote_float(*(p.dtype for p in params))
+    dt = widest if dtype is None else checks.check_float_dtype(fn, "dtype", dtype)
+    cdt = checks.promote_float(widest, jnp.float32)
+    rel = _relative(fn, q_positions, k_positions)  # [..., 1, q, k]
+    dist = _distance(rel, cdt)[..., 0, :, :]  # [..., q, k]
+    q = checks.as_int_array(fn, "q_positions", q_positions).astype(cdt)
+    q = q.reshape((1,) * (dist.ndim - 1 - q.ndim) + q.shape)[..., None]  # [..., q, 1]
+    cc, ll = jnp.abs(cc.astype(cdt)), jnp.abs(ll.astype(cdt))
+    delta = jnp.log1p(cc * dist) / (jnp.log1p(cc * jnp.maximum(q, ll)) + jnp.asarray(e, cdt))
+    lead = (1,) * delta.ndim  # explicit ranks: no rank promotion
+    hidden = jax.nn.relu(
+        delta[..., None] * wi.astype(cdt).reshape(lead + (width,))
+        + bi.astype(cdt).reshape(lead + (width,))
+    )  # [..., q, k, width]
+    out = jnp.einsum("...qkw,wh->...hqk", hidden, wo.astype(cdt))
+    out = out + bo.astype(cdt).reshape((1,) * (out.ndim - 3) + (bo.shape[0], 1, 1))
+    return out.astype(dt)

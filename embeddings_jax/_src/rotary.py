@@ -36,6 +36,7 @@ __all__ = [
     "ROPE_TYPES",
     "RopeScaling",
     "apply_rope",
+    "apply_xpos",
     "attention_temperature",
     "rope_frequencies",
     "rope_scaling_from_hf",
@@ -1035,14 +1036,37 @@ def apply_rope(
 
     fp, af = _phase_frequencies(rd, b, s, sl, pos)
     sin, cos = _sin_cos(fp, pos, axes if has_axes else None)  # float32, [..., seq, n]
+    return _rotate(x, sin, cos, rd, layout, attention_factor=af)
+
+
+def _rotate(
+    x: Array,
+    sin: Array,
+    cos: Array,
+    rd: int,
+    layout: str,
+    *,
+    attention_factor: float = 1.0,
+    scale: Array | None = None,
+) -> Array:
+    """Rotate the first ``rd`` features of ``x`` by float32 ``sin``/``cos`` ``[..., seq, n]``.
+
+    ``sin``/``cos`` are multiplied by ``attention_factor`` in float32 and by ``scale``
+    (``[..., seq, n]``, xPos) in the compute dtype (float64 for float64 ``x``, else
+    float32); the result is cast to ``x.dtype`` once.
+    """
     lead = x.shape[:-3]
     p_shape = sin.shape[:-1]
     shape = (1,) * (len(lead) + 1 - len(p_shape)) + p_shape + (1, rd // 2)
     sin, cos = sin.reshape(shape), cos.reshape(shape)
-    if af != 1.0:
-        sin, cos = sin * np.float32(af), cos * np.float32(af)
+    if attention_factor != 1.0:
+        sin, cos = sin * np.float32(attention_factor), cos * np.float32(attention_factor)
+    if scale is not None:
+        cdt = jnp.float64 if x.dtype == jnp.float64 else jnp.float32
+        scale = scale.astype(cdt).reshape(shape)
+        sin, cos = sin.astype(cdt) * scale, cos.astype(cdt) * scale
     out = rotate_pairs(x[..., :rd], sin, cos, layout)
-    if rd == head_dim:
+    if rd == x.shape[-1]:
         return out
     return jnp.concatenate([out, x[..., rd:]], axis=-1)
 
@@ -1065,6 +1089,108 @@ def rotate_pairs(x: Array, sin: Array, cos: Array, layout: str) -> Array:
         out = jnp.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
         out = out.reshape(xr.shape)
     return out.astype(x.dtype)
+
+
+def xpos_decay(rotary_dim: int, *, gamma: float = 0.4) -> np.ndarray:
+    r"""xPos decay rate of each rotated pair, :math:`(2i / r + \gamma) / (1 + \gamma)` (float64)."""
+    i = np.arange(rotary_dim // 2, dtype=np.float64)
+    return (2.0 * i / rotary_dim + gamma) / (1.0 + gamma)
+
+
+def apply_xpos(
+    x: Float[Array, "*batch seq heads head_dim"],
+    positions: Int[Array, "*batch seq"],
+    *,
+    role: Literal["query", "key"],
+    scale_base: float = 512.0,
+    gamma: float = 0.4,
+    base: float | None = None,
+    layout: Literal["half", "interleaved"] = "half",
+    rotary_dim: int | None = None,
+) -> Float[Array, "*batch seq heads head_dim"]:
+    r"""xPos: rotary embedding with an exponential decay per frequency (queries and keys).
+
+    Each rotated pair :math:`i` (frequency :math:`w_i = b^{-2i/r}`, as
+    :func:`apply_rope`) is also scaled, queries up and keys down:
+
+    .. math::
+
+      \tilde q_n = \zeta^{\,n/\beta} \odot \mathrm{rope}(q, n), \qquad
+      \tilde k_m = \zeta^{-m/\beta} \odot \mathrm{rope}(k, m), \qquad
+      \zeta_i = \frac{2i/r + \gamma}{1 + \gamma} \in (0, 1],
+
+    so that :math:`\langle \tilde q_n, \tilde k_m \rangle = \sum_i
+    \zeta_i^{(n - m)/\beta} (\ldots)_i` depends on :math:`n - m` only and the high
+    frequencies (small :math:`\zeta_i`) fade with distance: attention resolution
+    ("length-extrapolatable" in Sun et al.). :math:`\beta` is ``scale_base`` (512 in
+    the paper and torchscale), :math:`\gamma` = ``gamma`` (0.4), :math:`r` =
+    ``rotary_dim``. Use ``role="query"`` for queries and ``role="key"`` for keys; a
+    pair of calls with the same role does not give a relative score.
+
+    The phase :math:`p w_i` is exact fixed-point arithmetic for every integer position
+    (as :func:`apply_rope`); the scale :math:`\exp(\pm p \ln\zeta_i / \beta)` is
+    computed in float32 (float64 for float64 ``x``). It overflows float32 once
+    :math:`|p| \ln(1/\zeta_0) / \beta > 88`, i.e. :math:`|p| > 36{,}000` for the
+    defaults: as the score depends on :math:`n - m` only, shift the positions of queries
+    and keys by the same amount (torchscale centres them on the current block).
+
+    Args:
+      x: ``[..., seq, heads, head_dim]`` floating array; ``head_dim`` even.
+      positions: integer ``[seq]`` or ``[..., seq]`` positions (broadcast against the
+        leading axes of ``x``); any integer dtype; may be traced.
+      role: ``"query"`` (scale :math:`\zeta^{n/\beta}`) or ``"key"``
+        (:math:`\zeta^{-m/\beta}`).
+      scale_base: :math:`\beta > 0`, the length over which the decay acts.
+      gamma: :math:`\gamma > 0` of the decay rates.
+      base: RoPE base (default 10000).
+      layout: ``"half"`` or ``"interleaved"``, as :func:`apply_rope` (torchscale pairs
+        ``2i, 2i + 1``: ``"interleaved"``).
+      rotary_dim: static even number of rotated features ``<= head_dim`` (default all);
+        the rest pass through unscaled.
+
+    Returns:
+      Array of the shape and dtype of ``x``.
+
+    Raises:
+      TypeError: ``x`` not floating, ``positions`` not integer.
+      ValueError: unknown ``role`` or ``layout``, ``scale_base``/``gamma``/``base`` not
+        ``> 0``, odd ``head_dim``, bad ``rotary_dim``, ``positions`` that do not match
+        ``x``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> import embeddings_jax as ej
+      >>> q = k = jnp.ones((4, 1, 8))              # [seq, heads, head_dim]
+      >>> pos = jnp.arange(4)
+      >>> qx = ej.apply_xpos(q, pos, role="query", scale_base=4.0)
+      >>> kx = ej.apply_xpos(k, pos, role="key", scale_base=4.0)
+      >>> s = jnp.einsum("qhd,khd->qk", qx, kx)
+      >>> bool(jnp.allclose(s[2, 1], s[3, 2])), bool(s[3, 0] < s[3, 3])
+      (True, True)
+
+    References:
+      Sun, Dong, Patra, Ma, Huang, Benhaim, Chaudhary, Song, Wei, "A
+      Length-Extrapolatable Transformer", ACL 2023, arXiv:2212.10554 (section 3.2);
+      torchscale ``XPOS`` (``torchscale/component/xpos_relative_position.py``).
+    """
+    fn = "apply_xpos"
+    checks.check_floating(fn, "x", x)
+    checks.check_ndim(fn, "x", x, min_ndim=3, axes="..., seq, heads, head_dim")
+    checks.check_choice(fn, "role", role, ("query", "key"))
+    checks.check_choice(fn, "layout", layout, ("half", "interleaved"))
+    sb = checks.static_float(fn, "scale_base", scale_base, positive=True)
+    g = checks.static_float(fn, "gamma", gamma, positive=True)
+    rd = _rotary_dim(fn, x.shape[-1], rotary_dim, None)
+    b = _resolve_base(fn, base, None)
+    pos = checks.as_int_array(fn, "positions", positions)
+    _check_positions(fn, pos, x.shape, False)
+    sin, cos = sin_cos(pos, FixedPoint.from_radians(_inv_freq(rd, b)))  # [..., seq, n]
+    cdt = jnp.float64 if x.dtype == jnp.float64 else jnp.float32
+    sign = 1.0 if role == "query" else -1.0
+    rate = jnp.asarray(sign * np.log(xpos_decay(rd, gamma=g)) / sb, cdt)  # [n]
+    p = pos.astype(cdt)[..., None]
+    scale = jnp.exp(p * rate.reshape((1,) * (p.ndim - 1) + rate.shape))
+    return _rotate(x, sin, cos, rd, layout, scale=scale)
 
 
 # --- NoPE layers: Llama 4 attention temperature tuning ------------------------------------

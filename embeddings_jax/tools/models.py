@@ -4,8 +4,9 @@ One decoder-only, pre-LayerNorm transformer (:class:`TinyTransformer`) serves th
 plots, the notebooks, the inspection examples and the length-extrapolation study. It
 is built from the public modules only: :class:`embeddings_jax.linen.TokenAndPositionEmbed`
 for the input layer (learned, sinusoidal or no absolute position) and tied logits, and
-one attention (:class:`Attention`) that takes rotary embeddings, ALiBi or T5 relative
-biases and decodes token by token through an explicit :class:`KVCache`.
+one attention (:class:`Attention`) that takes rotary embeddings (any scaling, xPos, or
+NoPE with Llama 4's temperature), ALiBi, T5, Kerple or FIRE biases and decodes token by
+token through an explicit :class:`KVCache`.
 
 Written for clarity, not speed: attention logits are float32 with an explicit mask, so a
 full pass and token-by-token decoding give the same result, and packed rows
@@ -28,6 +29,7 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, Bool, Float, Int
 
+import embeddings_jax as ej
 import embeddings_jax.linen as ejl
 from embeddings_jax.tools import _checks
 
@@ -43,11 +45,24 @@ __all__ = [
 ]
 
 #: position methods of :class:`TinyTransformer`
-POSITIONS = ("none", "learned", "sinusoidal", "rope", "alibi", "t5")
+POSITIONS = (
+    "none",
+    "learned",
+    "sinusoidal",
+    "rope",
+    "alibi",
+    "t5",
+    "xpos",
+    "kerple",
+    "fire",
+    "nope_temp",
+)
 BOS = 0  # first token of every sequence of the toy task
 ROPE_BASE = 10000.0
 T5_NUM_BUCKETS = 32
 T5_MAX_DISTANCE = 128
+LLAMA4_ATTN_SCALE = 0.1  # Llama 4's config.attn_scale
+FIRE_MLP_WIDTH = 32  # Li et al. 2023
 
 
 # ------------------------------------------------------------------------- attention
@@ -128,11 +143,14 @@ class Attention(nn.Module):
     r"""Multi-head self-attention with a relative position method and an optional KV cache.
 
     ``relative`` is a :class:`~embeddings_jax.linen.RotaryEmbedding` (rotates ``q`` and
-    ``k`` by their positions), an :class:`~embeddings_jax.linen.ALiBi` or a
-    :class:`~embeddings_jax.linen.RelativePositionBias` (adds a ``[batch, heads, q, k]``
-    bias from the query and key positions), or ``None``. A ``bias`` computed once
-    outside can be passed to the call instead (T5 computes its bias in the first layer
-    and reuses it in every layer; :class:`TinyTransformer` does the same).
+    ``k`` by their positions; xPos scales them, a NoPE module with ``attn_scale`` tempers
+    the queries), an :class:`~embeddings_jax.linen.ALiBi`,
+    :class:`~embeddings_jax.linen.RelativePositionBias`,
+    :class:`~embeddings_jax.linen.KerpleBias` or :class:`~embeddings_jax.linen.FireBias`
+    (adds a ``[batch, heads, q, k]`` bias from the query and key positions), or ``None``.
+    A ``bias`` computed once outside can be passed to the call instead (T5 computes its
+    bias in the first layer and reuses it in every layer; :class:`TinyTransformer` does
+    the same).
 
     Attributes:
       num_heads: number of heads.
@@ -189,11 +207,11 @@ class Attention(nn.Module):
         if cache is not None and segment_ids is not None:
             raise ValueError(f"{fn}: `segment_ids` must be None when decoding with `cache`")
         rel = self.relative
-        kinds = (ejl.RotaryEmbedding, ejl.ALiBi, ejl.RelativePositionBias)
-        if rel is not None and not isinstance(rel, kinds):
+        biases = (ejl.ALiBi, ejl.RelativePositionBias, ejl.KerpleBias, ejl.FireBias)
+        if rel is not None and not isinstance(rel, (ejl.RotaryEmbedding, *biases)):
             raise ValueError(
-                f"{fn}: `relative` must be RotaryEmbedding, ALiBi, RelativePositionBias or "
-                f"None, got {type(rel).__name__}"
+                f"{fn}: `relative` must be RotaryEmbedding, ALiBi, RelativePositionBias, "
+                f"KerpleBias, FireBias or None, got {type(rel).__name__}"
             )
 
         def dense(name: str) -> Array:
@@ -202,7 +220,7 @@ class Attention(nn.Module):
 
         q, k, v = dense("query"), dense("key"), dense("value")  # [batch, seq, heads, head_dim]
         if isinstance(rel, ejl.RotaryEmbedding):
-            q, k = rel(q, pos), rel(k, pos)
+            q, k = rel(q, pos, query=True), rel(k, pos, query=False)
 
         new_cache = None
         if cache is None:
@@ -223,7 +241,7 @@ class Attention(nn.Module):
         if segment_ids is not None:
             seg = _checks.int_array(fn, "segment_ids", segment_ids)
             mask = mask & (seg[:, None, :] == seg[:, :, None])
-        if isinstance(rel, (ejl.ALiBi, ejl.RelativePositionBias)):
+        if isinstance(rel, biases):
             rel_bias = rel(pos, k_pos)  # [batch, heads, q, k]
             bias = rel_bias if bias is None else bias + rel_bias
         out = dot_product_attention(
@@ -251,15 +269,23 @@ class TinyTransformer(nn.Module):
     ``P`` is a learned ``[max_len, features]`` table (``"learned"``; positions past it
     read the last row, ``out_of_range="clip"``), the Vaswani sinusoid
     (``"sinusoidal"``) or zero. ``Attn`` rotates queries and keys (``"rope"``, with
-    linear position interpolation by ``rope_factor``), or adds one ``[heads, q, k]``
-    bias shared by all layers (``"alibi"``; ``"t5"``: unidirectional, 32 buckets,
-    ``max_distance=128``, one table as in T5). Everything else is the same for every
-    method, so parameter counts differ only by the position parameters.
+    linear position interpolation by ``rope_factor`` or any ``rope_scaling``;
+    ``"xpos"``: rotary with xPos's decay, ``xpos_scale_base``), tempers the queries of a
+    NoPE attention by Llama 4's attention temperature (``"nope_temp"``,
+    ``attn_scale=0.1`` and ``floor_scale=temperature_floor_scale``), or adds one
+    ``[heads, q, k]`` bias shared by all layers (``"alibi"``; ``"t5"``: unidirectional,
+    32 buckets, ``max_distance=128``, one table as in T5; ``"kerple"``: log variant;
+    ``"fire"``: a 32-unit MLP with threshold ``fire_threshold``). Everything else is the
+    same for every method, so parameter counts differ only by the position parameters.
 
     The states after the input layer and after every block are stored with
     ``self.sow("intermediates", ...)`` as ``"embeddings"``, ``"layer_1"``, ... (read
     them with :func:`embeddings_jax.tools.inspect.hidden_states_from_intermediates`).
     The learned position table is ``params["embed"]["position_embed"]["embedding"]``.
+
+    Positions are ``offset + arange(seq)`` per row, or the explicit ``positions``
+    (e.g. the randomized positions of Ruoss et al. 2023, an ordered random subset of a
+    larger range).
 
     Decoding: ``model.apply(params, ids, offset=t, cache=cache)`` with a cache from
     :meth:`init_cache` returns ``(logits, cache)``; slot ``i`` of the cache holds
@@ -274,6 +300,11 @@ class TinyTransformer(nn.Module):
       max_len: rows of the learned position table (the training length).
       position: one of :data:`POSITIONS`.
       rope_factor: linear position-interpolation factor for ``"rope"`` (1: none).
+      rope_scaling: a :class:`embeddings_jax.RopeScaling` for ``"rope"`` (overrides
+        ``rope_factor``), e.g. YaRN or p-RoPE (``"proportional"``).
+      xpos_scale_base: xPos's ``scale_base`` for ``"xpos"``.
+      fire_threshold: FIRE's initial threshold :math:`L` for ``"fire"``.
+      temperature_floor_scale: the ``floor_scale`` of ``"nope_temp"``.
       position_init_std: standard deviation of the learned table's initialisation.
 
     Example:
@@ -294,6 +325,10 @@ class TinyTransformer(nn.Module):
     max_len: int = 32
     position: str = "learned"
     rope_factor: float = 1.0
+    rope_scaling: ej.RopeScaling | None = None
+    xpos_scale_base: float = 512.0
+    fire_threshold: float = 512.0
+    temperature_floor_scale: float = 8192.0
     position_init_std: float = 0.02
 
     def init_cache(self, batch: int, length: int) -> tuple[KVCache, ...]:
@@ -303,23 +338,79 @@ class TinyTransformer(nn.Module):
             KVCache.init(batch, length, self.num_heads, head_dim) for _ in range(self.num_layers)
         )
 
+    def _rotary(self) -> ejl.RotaryEmbedding | None:
+        """The rotary (or NoPE-temperature) module of every layer, or ``None``."""
+        if self.position == "rope":
+            scaling = self.rope_scaling
+            if scaling is None and self.rope_factor != 1.0:
+                scaling = ej.RopeScaling("linear", factor=float(self.rope_factor))
+            return ejl.RotaryEmbedding(base=ROPE_BASE, layout="half", scaling=scaling)
+        if self.position == "xpos":
+            return ejl.RotaryEmbedding(
+                base=ROPE_BASE, layout="half", xpos_scale_base=self.xpos_scale_base
+            )
+        if self.position == "nope_temp":
+            return ejl.RotaryEmbedding(
+                nope=True, attn_scale=LLAMA4_ATTN_SCALE, floor_scale=self.temperature_floor_scale
+            )
+        return None
+
+    def _bias(self, q_pos: Array, k_pos: Array) -> Array | None:
+        """The ``[1 or batch, heads, q, k]`` bias shared by every layer, or ``None``."""
+        h = self.num_heads
+        if self.position == "alibi":
+            module = ejl.ALiBi(h, mode="causal", name="alibi")
+        elif self.position == "t5":
+            module = ejl.RelativePositionBias(
+                h,
+                num_buckets=T5_NUM_BUCKETS,
+                max_distance=T5_MAX_DISTANCE,
+                bidirectional=False,
+                logical_axes=None,
+                name="t5_bias",
+            )
+        elif self.position == "kerple":
+            module = ejl.KerpleBias(h, name="kerple_bias")
+        elif self.position == "fire":
+            module = ejl.FireBias(
+                h, mlp_width=FIRE_MLP_WIDTH, init_threshold=self.fire_threshold, name="fire_bias"
+            )
+        else:
+            return None
+        bias = module(q_pos, k_pos)
+        return bias if bias.ndim == 4 else bias[None]
+
     @nn.compact
     def __call__(
         self,
         ids: Int[Array, "batch seq"],
         *,
         offset: int | Int[Array, ""] = 0,
+        positions: Int[Array, "batch seq"] | None = None,
         cache: tuple[KVCache, ...] | None = None,
     ) -> Any:
-        """Logits ``[batch, seq, vocab]`` of ``ids`` at positions ``offset + arange(seq)``.
+        """Logits ``[batch, seq, vocab]`` of ``ids`` at positions ``offset + arange(seq)``
+        (or ``positions``, without a cache).
 
         With ``cache``, returns ``(logits, new_cache)``.
         """
         fn = type(self).__name__
         _checks.check_choice(fn, "position", self.position, POSITIONS)
         d = self.features
-        pos = offset + jnp.arange(ids.shape[-1], dtype=jnp.int32)
-        positions = jnp.broadcast_to(pos[None, :], ids.shape)
+        if positions is None:
+            pos = offset + jnp.arange(ids.shape[-1], dtype=jnp.int32)
+            positions = jnp.broadcast_to(pos[None, :], ids.shape)
+            q_pos = pos
+        else:
+            if cache is not None:
+                raise ValueError(f"{fn}: `positions` must be None when decoding with `cache`")
+            positions = _checks.int_array(fn, "positions", positions)
+            if positions.shape != ids.shape:
+                raise ValueError(
+                    f"{fn}: `positions` must have the shape of `ids` {tuple(ids.shape)}, got "
+                    f"{tuple(positions.shape)}"
+                )
+            q_pos = positions
         absolute = self.position in ("learned", "sinusoidal")
         # Vaswani et al.: token rows ~N(0, 1/d) scaled by sqrt(d), so token and sinusoid
         # have comparable size and the tied output logits start at unit scale.
@@ -337,25 +428,9 @@ class TinyTransformer(nn.Module):
         )
         x = embed(ids, positions=positions)
         self.sow("intermediates", "embeddings", x)
-        k_pos = pos if cache is None else jnp.arange(cache[0].k.shape[1], dtype=jnp.int32)
-        bias = None  # [1, heads, q, k], computed once and shared by every layer
-        if self.position == "alibi":
-            bias = ejl.ALiBi(self.num_heads, mode="causal", name="alibi")(pos, k_pos)[None]
-        elif self.position == "t5":
-            bias = ejl.RelativePositionBias(
-                self.num_heads,
-                num_buckets=T5_NUM_BUCKETS,
-                max_distance=T5_MAX_DISTANCE,
-                bidirectional=False,
-                logical_axes=None,
-                name="t5_bias",
-            )(pos, k_pos)[None]
-        rope = None
-        if self.position == "rope":
-            scaling = None
-            if self.rope_factor != 1.0:
-                scaling = {"rope_type": "linear", "factor": float(self.rope_factor)}
-            rope = ejl.RotaryEmbedding(base=ROPE_BASE, layout="half", scaling=scaling)
+        k_pos = q_pos if cache is None else jnp.arange(cache[0].k.shape[1], dtype=jnp.int32)
+        bias = self._bias(q_pos, k_pos)  # computed once and shared by every layer
+        rope = self._rotary()
         new_cache = []
         for i in range(self.num_layers):
             h = nn.LayerNorm(name=f"ln_attn_{i}")(x)

@@ -113,4 +113,6 @@ class LinenModule(nn.Module):
     RelativePositionBias,
     RotaryEmbedding2D,
     TreePositionEmbed,
+    KerpleBias,
+    FireBias,
 ) = (front(LinenModule, s) for s in S.SPECS)

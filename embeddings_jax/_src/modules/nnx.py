@@ -176,4 +176,6 @@ class NnxModule(nnx.Module):
     RelativePositionBias,
     RotaryEmbedding2D,
     TreePositionEmbed,
+    KerpleBias,
+    FireBias,
 ) = (front(NnxModule, s) for s in S.SPECS)

@@ -34,11 +34,19 @@ from embeddings_jax._src.bias import (
     alibi_slopes,
     check_alibi_args,
     check_t5_args,
+    fire_bias,
+    kerple_bias,
     t5_relative_bias,
 )
 from embeddings_jax._src.compose import embed_and_add
 from embeddings_jax._src.lookup import METHODS, attend, lookup_rows, resolve_method, rows_of
-from embeddings_jax._src.rotary import RopeScaling, apply_rope, resolve_scaling, temper_queries
+from embeddings_jax._src.rotary import (
+    RopeScaling,
+    apply_rope,
+    apply_xpos,
+    resolve_scaling,
+    temper_queries,
+)
 from embeddings_jax._src.sinusoidal import SinusoidalConvention, get_convention, sinusoidal
 from embeddings_jax._src.tree import tree_decay_init, tree_encoding
 from embeddings_jax._src.typing import Array, Dtype, Float, Initializer, Int
@@ -1055,6 +1063,11 @@ class RotaryEmbedding(ModuleSpec):
       attn_scale: Llama 4 attention temperature tuning: with ``query=True`` the output
         is scaled by :func:`embeddings_jax.attention_temperature` (``None``: off).
       floor_scale: the temperature's ``floor_scale`` (Llama 4: 8192).
+      xpos_scale_base: xPos (:func:`embeddings_jax.apply_xpos`) with this
+        ``scale_base`` (512 in the paper); ``None``: plain RoPE. Queries and keys are
+        then scaled in opposite directions, so every call must say ``query=True`` or
+        ``query=False``. Takes ``base``, ``layout`` and ``rotary_dim``, not ``scaling``.
+      xpos_gamma: the :math:`\gamma` of xPos's decay rates (0.4).
 
     Example (linen):
       >>> import jax.numpy as jnp
@@ -1070,7 +1083,8 @@ class RotaryEmbedding(ModuleSpec):
       (5, 3, 8)
 
     References:
-      Su et al., "RoFormer", 2021, arXiv:2104.09864.
+      Su et al., "RoFormer", 2021, arXiv:2104.09864. Sun et al., "A
+      Length-Extrapolatable Transformer", 2022, arXiv:2212.10554 (xPos).
     """
 
     base: float | None = None
@@ -1081,10 +1095,20 @@ class RotaryEmbedding(ModuleSpec):
     nope: bool = False
     attn_scale: float | None = None
     floor_scale: float = 8192.0
+    xpos_scale_base: float | None = None
+    xpos_gamma: float = 0.4
 
     def __post_init__(self):
         fn = _name(self)
         checks.check_choice(fn, "layout", self.layout, ("half", "interleaved"))
+        checks.static_float(fn, "xpos_gamma", self.xpos_gamma, positive=True)
+        if self.xpos_scale_base is not None:
+            checks.static_float(fn, "xpos_scale_base", self.xpos_scale_base, positive=True)
+            if self.nope or self.scaling is not None:
+                raise ValueError(
+                    f"{fn}: `xpos_scale_base` must be None with nope=True or a `scaling` "
+                    f"(xPos is plain RoPE frequencies with a decay), got {self.xpos_scale_base}"
+                )
         if self.base is not None:
             checks.static_float(fn, "base", self.base, positive=True)
         if self.rotary_dim is not None:
@@ -1104,13 +1128,31 @@ class RotaryEmbedding(ModuleSpec):
         x: Float[Array, "*batch seq heads head_dim"],
         positions: Int[Array, "*batch seq"],
         *,
-        query: bool = False,
+        query: bool | None = None,
     ) -> Float[Array, "*batch seq heads head_dim"]:
         """Rotated ``x`` (same shape and dtype); ``query=True`` also applies the
-        attention temperature when ``attn_scale`` is set."""
+        attention temperature when ``attn_scale`` is set. With ``xpos_scale_base`` set,
+        ``query`` must be given: ``True`` for queries, ``False`` for keys."""
         del frame
         y = x
-        if not self.nope:
+        if self.xpos_scale_base is not None:
+            if not isinstance(query, (bool, np.bool_)):
+                raise ValueError(
+                    f"{_name(self)}: `query` must be True (queries) or False (keys) with "
+                    f"xpos_scale_base set (xPos scales them in opposite directions), "
+                    f"got {query!r}"
+                )
+            y = apply_xpos(
+                x,
+                positions,
+                role="query" if query else "key",
+                scale_base=self.xpos_scale_base,
+                gamma=self.xpos_gamma,
+                base=self.base,
+                layout=self.layout,
+                rotary_dim=self.rotary_dim,
+            )
+        elif not self.nope:
             y = apply_rope(
                 x,
                 positions,
@@ -1438,6 +1480,193 @@ class TreePositionEmbed(ModuleSpec):
             max_depth=self.max_depth,
             out_of_range=self.out_of_range,
             dtype=self.dtype if self.dtype is not None else self.param_dtype,
+        )
+
+
+def _uniform(low: float, high: float) -> Initializer:
+    """``U[low, high)`` initializer (PyTorch ``nn.Linear``'s default is ``U[-b, b)``)."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, low, high)
+
+    return init
+
+
+def _constant(value: float) -> Initializer:
+    def init(key, shape, dtype=jnp.float32):
+        del key
+        return jnp.full(shape, value, dtype)
+
+    return init
+
+
+def _positive(r: Array, eps: float) -> Array:
+    """``max(r, eps)`` whose gradient is that of ``r`` (a projection, as the Kerple code's
+    in-place clamp: a parameter pushed below ``eps`` still gets gradients)."""
+    return r + lax.stop_gradient(jnp.maximum(r, jnp.asarray(eps, r.dtype)) - r)
+
+
+@dataclasses.dataclass(frozen=True)
+class KerpleBias(ModuleSpec):
+    r"""Kerple attention bias (log variant) with learned ``r1``, ``r2`` per head.
+
+    .. math:: B_{h,i,j} = -r_{1,h} \ln(1 + r_{2,h} |q_i - k_j|)
+
+    (:func:`embeddings_jax.kerple_bias`). The parameters ``r1`` ``[heads]`` and ``r2``
+    ``[heads]`` are initialised ``U(0, 2)`` and ``U(0, 1)`` and used as
+    :math:`\max(r, \epsilon)`, as the paper's code (``ParallelKerpleLog``), which clamps
+    them to ``eps = 0.01`` before every use; here the clamp is a projection whose
+    gradient is the identity, so a parameter pushed below ``eps`` can come back.
+
+    Attributes:
+      num_heads: number of heads.
+      eps: lower bound of ``r1`` and ``r2`` in the forward pass.
+      dtype: bias dtype; ``None``: the parameter dtype.
+      param_dtype: parameter dtype (float32).
+
+    Example (linen):
+      >>> import jax, jax.numpy as jnp
+      >>> from embeddings_jax.linen import KerpleBias
+      >>> kb = KerpleBias(num_heads=2)
+      >>> variables = kb.init(jax.random.key(0), jnp.arange(3), jnp.arange(5))
+      >>> kb.apply(variables, jnp.arange(3), jnp.arange(5)).shape
+      (2, 3, 5)
+
+    Example (NNX):
+      >>> from flax import nnx
+      >>> from embeddings_jax import nnx as ejnnx
+      >>> ejnnx.KerpleBias(2, rngs=nnx.Rngs(0))(jnp.arange(3), jnp.arange(5)).shape
+      (2, 3, 5)
+
+    References:
+      Chi et al., "KERPLE: Kernelized Relative Positional Embedding for Length
+      Extrapolation", NeurIPS 2022, arXiv:2205.09921.
+    """
+
+    num_heads: int
+    eps: float = 1e-2
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    def __post_init__(self):
+        fn = _name(self)
+        checks.static_int(fn, "num_heads", self.num_heads, minimum=1)
+        checks.static_float(fn, "eps", self.eps, positive=True)
+        if self.dtype is not None:
+            checks.check_float_dtype(fn, "dtype", self.dtype)
+        checks.check_float_dtype(fn, "param_dtype", self.param_dtype)
+
+    def params(self):
+        h, pdt = (self.num_heads,), self.param_dtype
+        return (
+            ParamSpec(("r1",), h, pdt, _uniform(0.0, 2.0), None),
+            ParamSpec(("r2",), h, pdt, _uniform(0.0, 1.0), None),
+        )
+
+    def __call__(
+        self, frame: Frame, q_positions: Int[Array, "*batch q"], k_positions: Int[Array, "*batch k"]
+    ) -> Float[Array, "*batch heads q k"]:
+        """Bias ``[..., heads, q, k]`` to add to the attention logits."""
+        self.check_params(frame)
+        r1 = _positive(jnp.asarray(frame.param("r1")), self.eps)
+        r2 = _positive(jnp.asarray(frame.param("r2")), self.eps)
+        return kerple_bias(q_positions, k_positions, r1, r2, dtype=self.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class FireBias(ModuleSpec):
+    r"""FIRE attention bias: a learned MLP of the normalised log distance.
+
+    .. math::
+
+      B_{h,i,j} = f_\theta\!\left(\frac{\psi(|q_i - k_j|)}{\psi(\max(q_i, L))}
+      \right)_h, \qquad \psi(x) = \ln(1 + c x)
+
+    (:func:`embeddings_jax.fire_bias`). Parameters as the paper's reference code: the
+    MLP ``w_in`` ``[mlp_width]``, ``b_in`` ``[mlp_width]``, ``w_out`` ``[mlp_width,
+    heads]``, ``b_out`` ``[heads]``, initialised as PyTorch's ``nn.Linear``
+    (:math:`U(-1/\sqrt{\text{fan-in}}, 1/\sqrt{\text{fan-in}})`); ``c`` (a scalar,
+    initialised at ``init_c``); and ``threshold_scale`` (a scalar, initialised at 1),
+    with :math:`L = |\texttt{threshold\_scale}| \cdot \texttt{init\_threshold}`: the
+    paper learns a multiplier of a fixed initial threshold.
+
+    Attributes:
+      num_heads: number of heads (MLP outputs).
+      mlp_width: hidden units of the MLP (32 in the paper).
+      init_c: initial :math:`c` (0.1).
+      init_threshold: the fixed initial threshold :math:`L_0` (512).
+      eps: :math:`\epsilon` of the normalisation.
+      dtype: bias dtype; ``None``: the parameter dtype.
+      param_dtype: parameter dtype (float32).
+
+    Example (linen):
+      >>> import jax, jax.numpy as jnp
+      >>> from embeddings_jax.linen import FireBias
+      >>> fb = FireBias(num_heads=2, mlp_width=8)
+      >>> variables = fb.init(jax.random.key(0), jnp.arange(3), jnp.arange(5))
+      >>> fb.apply(variables, jnp.arange(3), jnp.arange(5)).shape
+      (2, 3, 5)
+
+    Example (NNX):
+      >>> from flax import nnx
+      >>> from embeddings_jax import nnx as ejnnx
+      >>> ejnnx.FireBias(2, rngs=nnx.Rngs(0))(jnp.arange(3), jnp.arange(5)).shape
+      (2, 3, 5)
+
+    References:
+      Li et al., "Functional Interpolation for Relative Positions Improves Long Context
+      Transformers", ICLR 2024, arXiv:2310.04418.
+    """
+
+    num_heads: int
+    mlp_width: int = 32
+    init_c: float = 0.1
+    init_threshold: float = 512.0
+    eps: float = 1e-6
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    def __post_init__(self):
+        fn = _name(self)
+        checks.static_int(fn, "num_heads", self.num_heads, minimum=1)
+        checks.static_int(fn, "mlp_width", self.mlp_width, minimum=1)
+        checks.static_float(fn, "init_c", self.init_c)
+        checks.static_float(fn, "init_threshold", self.init_threshold, positive=True)
+        checks.static_float(fn, "eps", self.eps, positive=True)
+        if self.dtype is not None:
+            checks.check_float_dtype(fn, "dtype", self.dtype)
+        checks.check_float_dtype(fn, "param_dtype", self.param_dtype)
+
+    def params(self):
+        w, h, pdt = self.mlp_width, self.num_heads, self.param_dtype
+        b_out = float(w) ** -0.5
+        return (
+            ParamSpec(("w_in",), (w,), pdt, _uniform(-1.0, 1.0), None),
+            ParamSpec(("b_in",), (w,), pdt, _uniform(-1.0, 1.0), None),
+            ParamSpec(("w_out",), (w, h), pdt, _uniform(-b_out, b_out), None),
+            ParamSpec(("b_out",), (h,), pdt, _uniform(-b_out, b_out), None),
+            ParamSpec(("c",), (), pdt, _constant(self.init_c), None),
+            ParamSpec(("threshold_scale",), (), pdt, _constant(1.0), None),
+        )
+
+    def __call__(
+        self, frame: Frame, q_positions: Int[Array, "*batch q"], k_positions: Int[Array, "*batch k"]
+    ) -> Float[Array, "*batch heads q k"]:
+        """Bias ``[..., heads, q, k]`` to add to the attention logits."""
+        self.check_params(frame)
+        p = {name: jnp.asarray(frame.param(name)) for name in ("w_in", "b_in", "w_out", "b_out")}
+        scale = jnp.asarray(frame.param("threshold_scale"))
+        return fire_bias(
+            q_positions,
+            k_positions,
+            p["w_in"],
+            p["b_in"],
+            p["w_out"],
+            p["b_out"],
+            c=jnp.asarray(frame.param("c")),
+            threshold=scale * jnp.asarray(self.init_threshold, scale.dtype),
+            eps=self.eps,
+            dtype=self.dtype,
         )
 
 
