@@ -49,6 +49,21 @@ def output_dir(text: str) -> str:
     return path
 
 
+def add_out_argument(
+    parser: argparse.ArgumentParser, kind: str, *, per_device: bool = True, rule: str
+) -> None:
+    """Add ``--out`` (checked by :func:`output_dir`; default :func:`default_out`) to
+    ``parser``, its help naming the default folder and ``rule`` (what happens to files
+    that exist)."""
+    where = f"~/.cache/embeddings-jax/{kind}" + ("/<device>" if per_device else "")
+    parser.add_argument(
+        "--out",
+        type=output_dir,
+        default=None,
+        help=f"output folder (default {where}; printed); {rule}",
+    )
+
+
 def default_out(kind: str, *, per_device: bool = True) -> str:
     """``$XDG_CACHE_HOME/embeddings-jax/<kind>[/<device>]`` (``~/.cache`` by default)."""
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")

@@ -67,13 +67,7 @@ def _add_bench_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="interleaved rounds (default 15; 5 with --quick)",
     )
-    p.add_argument(
-        "--out",
-        type=_io.output_dir,
-        default=None,
-        help="results folder (default ~/.cache/embeddings-jax/bench/<device>; printed); "
-        "existing files are never overwritten",
-    )
+    _io.add_out_argument(p, "bench", rule="existing files are never overwritten")
     p.add_argument("--no-write", action="store_true", help="print only, write no files")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
     p.add_argument("--tag", default="", help="suffix for the result file names")

@@ -1044,6 +1044,13 @@ def _methods_of(rows: Sequence[dict[str, Any]]) -> list[str]:
     return sorted(seen, key=lambda m: METHODS.index(m) if m in METHODS else len(METHODS))
 
 
+def _grid(columns: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    """A markdown table: the first column left-aligned, the others right-aligned."""
+    lines = ["| " + " | ".join(columns) + " |", "|---|" + "---:|" * (len(columns) - 1)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines)
+
+
 def _cell(stats: tuple[float, float, float]) -> str:
     mean, lo, hi = stats
     if math.isnan(lo):
@@ -1067,14 +1074,11 @@ def markdown_table(rows: Sequence[dict[str, Any]], task: str | None = None) -> s
     t = tasks[0] if task is None else task
     lens = sorted({int(r["eval_len"]) for r in rows})
     params = {r["method"]: r["params"] for r in rows}
-    lines = [
-        "| method | params | " + " | ".join(f"acc @ {n}" for n in lens) + " |",
-        "|---|---:|" + "---:|" * len(lens),
+    body = [
+        [m, str(params[m])] + [_cell(stats[(t, m, n)]) if (t, m, n) in stats else "" for n in lens]
+        for m in methods
     ]
-    for m in methods:
-        cells = [_cell(stats[(t, m, n)]) if (t, m, n) in stats else "" for n in lens]
-        lines.append(f"| {m} | {params[m]} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return _grid(["method", "params"] + [f"acc @ {n}" for n in lens], body)
 
 
 def headline_table(rows: Sequence[dict[str, Any]], eval_len: int | None = None) -> str:
@@ -1093,14 +1097,11 @@ def headline_table(rows: Sequence[dict[str, Any]], eval_len: int | None = None) 
     stats = summarize(rows)
     tasks = [t for t in TASKS if any(r.get("task", "copy") == t for r in rows)]
     methods = _methods_of(rows)
-    lines = [
-        "| method | " + " | ".join(f"{t} @ {n} ({ratio}x)" for t in tasks) + " |",
-        "|---|" + "---:|" * len(tasks),
+    body = [
+        [m] + [_cell(stats[(t, m, n)]) if (t, m, n) in stats else "" for t in tasks]
+        for m in methods
     ]
-    for m in methods:
-        cells = [_cell(stats[(t, m, n)]) if (t, m, n) in stats else "" for t in tasks]
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return _grid(["method"] + [f"{t} @ {n} ({ratio}x)" for t in tasks], body)
 
 
 def plot(
@@ -1179,12 +1180,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default=None,
         help="number of seeds (default 3; 1 with --quick)",
     )
-    parser.add_argument(
-        "--out",
-        type=_io.output_dir,
-        default=None,
-        help="output folder (default ~/.cache/embeddings-jax/extrapolation/<device>; printed); "
-        "existing files are never overwritten, unless --resume",
+    _io.add_out_argument(
+        parser, "extrapolation", rule="existing files are never overwritten, unless --resume"
     )
     parser.add_argument(
         "--resume",

@@ -340,12 +340,8 @@ def alibi_t5_figure(length: int = 48, num_heads: int = 8):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``embeddings-jax plot``."""
-    parser.add_argument(
-        "--out",
-        type=_io.output_dir,
-        default=None,
-        help="output folder (default ~/.cache/embeddings-jax/plot; printed); "
-        "figures of the same name are replaced",
+    _io.add_out_argument(
+        parser, "plot", per_device=False, rule="figures of the same name are replaced"
     )
     parser.add_argument(
         "--only",
