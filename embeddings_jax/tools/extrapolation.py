@@ -557,18 +557,15 @@ def _scaling(cfg: ExperimentConfig, method: str) -> ej.RopeScaling | None:
     return None
 
 
+# The ExperimentConfig fields that size the model, passed to study_model as they are.
+_MODEL_FIELDS = ("vocab", "features", "heads", "layers", "mlp", "p_rope_fraction")
+
+
 def _model(cfg: ExperimentConfig, method: str, rope_factor: float = 1.0) -> TinyTransformer:
+    sizes = {name: getattr(cfg, name) for name in _MODEL_FIELDS}
+    scaling = _scaling(cfg, method)
     return study_model(
-        method,
-        vocab=cfg.vocab,
-        max_len=cfg.train_len,
-        features=cfg.features,
-        heads=cfg.heads,
-        layers=cfg.layers,
-        mlp=cfg.mlp,
-        rope_factor=rope_factor,
-        rope_scaling=_scaling(cfg, method),
-        p_rope_fraction=cfg.p_rope_fraction,
+        method, max_len=cfg.train_len, rope_factor=rope_factor, rope_scaling=scaling, **sizes
     )
 
 
