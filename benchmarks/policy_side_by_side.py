@@ -1,0 +1,116 @@
+"""What the default out-of-range policy costs: a check apart from `embeddings-jax bench`.
+
+Usage: python benchmarks/policy_side_by_side.py [--rounds N] [--sizes S3 decode S1]
+
+Times, in one process, with its own timing loop (not the bench harness):
+``embed_and_add`` with default arguments (``out_of_range="error"``), the same with
+``out_of_range="clip"``, and the naive ``table[ids] + pos[:L]`` (decode:
+``table[ids] + pos[offset]`` at a traced offset), forward and forward+backward (the
+gradients of both tables through ``jax.vjp`` of a random incoming gradient). Uniform
+ids, the default allocator, jitted calls, the median of ``--rounds`` interleaved rounds
+(the order rotates each round), compile and warm-up excluded. Prints the ratios the
+speed issue asks about: default / clip, default / naive and naive / default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import embeddings_jax as ej
+
+SIZES = {  # vocab, features, batch, seq (decode: seq 1 at an offset into 2048 positions)
+    "S3": (1000, 64, 8, 128),
+    "decode": (32000, 512, 8, 1),
+    "S1": (32000, 512, 32, 512),
+}
+MAX_POS = 2048
+
+
+def cases(size: str):
+    vocab, d, b, seq = SIZES[size]
+    r = np.random.default_rng(0)
+    table = jnp.asarray(r.normal(size=(vocab, d)), jnp.float32)
+    pos = jnp.asarray(r.normal(size=(MAX_POS, d)), jnp.float32)
+    ids = jnp.asarray(r.integers(0, vocab, (b, seq)), jnp.int32)
+    offset = jnp.int32(700)
+    decode = size == "decode"
+
+    def ours(policy):
+        if decode:
+            return lambda t, p, i, o: ej.embed_and_add(t, i, p, offset=o, out_of_range=policy)
+        return lambda t, p, i, o: ej.embed_and_add(t, i, p, out_of_range=policy)
+
+    def naive(t, p, i, o):
+        if decode:
+            return t[i] + jax.lax.dynamic_slice_in_dim(p, o, 1)[None]
+        return t[i] + p[None, : i.shape[1]]
+
+    fns = {"default": ours("error"), "clip": ours("clip"), "naive": naive}
+    fwd = {k: jax.jit(f) for k, f in fns.items()}
+
+    ct = jnp.asarray(r.normal(size=(b, seq, d)), jnp.float32)  # the incoming gradient
+
+    def with_grad(f):
+        def run(t, p, i, o, ct):
+            y, vjp = jax.vjp(lambda t, p: f(t, p, i, o), t, p)
+            return y, vjp(ct)
+
+        return jax.jit(run)
+
+    bwd = {k: with_grad(f) for k, f in fns.items()}
+    return (table, pos, ids, offset), ct, fwd, bwd
+
+
+def timed(fns, args, rounds):
+    for f in fns.values():  # compile and warm up
+        jax.block_until_ready(f(*args))
+        jax.block_until_ready(f(*args))
+    names = list(fns)
+    times = {k: [] for k in names}
+    reps = 1
+    t0 = time.perf_counter()
+    jax.block_until_ready(fns[names[0]](*args))
+    one = time.perf_counter() - t0
+    reps = max(1, int(0.02 / max(one, 1e-7)))  # ~20 ms per measurement
+    for r in range(rounds):
+        for k in names[r % len(names) :] + names[: r % len(names)]:
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                out = fns[k](*args)
+            jax.block_until_ready(out)
+            times[k].append((time.perf_counter() - t0) / reps)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=21)
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    args = parser.parse_args()
+    load = os.getloadavg()[0]
+    print(f"jax {jax.__version__}, {jax.devices()[0]}, {os.cpu_count()} cores, load {load:.1f}")
+    print(
+        f"{'case':<16}{'default us':>12}{'clip us':>10}{'naive us':>10}"
+        f"{'def/clip':>10}{'def/naive':>11}{'naive/def':>11}"
+    )
+    for size in args.sizes:
+        a, ct, fwd, bwd = cases(size)
+        for label, fns, fargs in (("fwd", fwd, a), ("fwd+bwd", bwd, (*a, ct))):
+            t = timed(fns, fargs, args.rounds)
+            d, c, n = (t[k] * 1e6 for k in ("default", "clip", "naive"))
+            print(
+                f"{size + ' ' + label:<16}{d:>12.1f}{c:>10.1f}{n:>10.1f}"
+                f"{d / c:>10.2f}{d / n:>11.2f}{n / d:>11.2f}"
+            )
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
