@@ -192,6 +192,61 @@ def test_load_pretrained_into_nnx_state():
     np.testing.assert_array_equal(np.asarray(model.embedding[...]), 0.0)
 
 
+def _broken_files(folder):
+    """A file of each kind that a reader cannot read, and what is wrong with it."""
+    t = np.arange(12, dtype=np.float32).reshape(3, 4)
+    empty = folder / "empty.npy"
+    empty.write_bytes(b"")
+    np.savez(folder / "whole.npz", w=t)
+    data = (folder / "whole.npz").read_bytes()
+    (folder / "cut.npz").write_bytes(data[: len(data) // 2])
+    (folder / "dir.npy").mkdir()
+    out = [(empty, r"must be a readable \.npy file"), (folder / "cut.npz", r"readable \.npz")]
+    out.append((folder / "dir.npy", r"must be a file, got the directory"))
+    try:
+        from safetensors.numpy import save_file
+    except ImportError:
+        return out
+    save_file({"w": t}, str(folder / "whole.safetensors"))
+    data = (folder / "whole.safetensors").read_bytes()
+    (folder / "cut.safetensors").write_bytes(data[: len(data) - 8])
+    huge = (2**40).to_bytes(8, "little") + data[8:]  # a header length past the file
+    (folder / "header.safetensors").write_bytes(huge)
+    out += [(folder / f"{n}.safetensors", r"readable \.safetensors") for n in ("cut", "header")]
+    return out
+
+
+def test_load_pretrained_unreadable_files_raise_one_error_naming_source(tmp_path):
+    """Each reader failure (EOFError, IsADirectoryError, BadZipFile, SafetensorError)
+    becomes one ValueError that names `source`, the path and what is wrong."""
+    files = _broken_files(tmp_path)
+    assert len(files) in (3, 5)
+    for path, what in files:
+        with pytest.raises(ValueError, match=r"load_pretrained: `source` ") as err:
+            ej.load_pretrained(jnp.zeros((3, 4)), path)
+        assert str(path) in str(err.value)
+        assert err.match(what)
+
+
+def test_load_pretrained_big_endian_npy(tmp_path):
+    """A big-endian float32 .npy is a valid file: loaded with the same values."""
+    t = np.random.default_rng(1).normal(size=(3, 4)).astype(">f4")
+    np.save(tmp_path / "be.npy", t)
+    out = ej.load_pretrained(jnp.zeros((3, 4)), tmp_path / "be.npy")
+    assert out.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(out), t.astype(np.float32))
+
+
+def test_load_pretrained_checks_finiteness_after_the_cast():
+    """float64 1e39 is finite, but +inf in float32: refused, not loaded as inf."""
+    src = np.ones((3, 4))
+    src[1, 2] = 1e39
+    with pytest.raises(ValueError, match=r"must be finite after the cast to float32.*\(1, 2\)"):
+        ej.load_pretrained(jnp.zeros((3, 4)), src, cast=True)
+    out = ej.load_pretrained(jnp.zeros((3, 4)), src, cast=True, check_finite=False)
+    assert np.isinf(np.asarray(out)[1, 2])
+
+
 def test_load_pretrained_into_abstract_params():
     abstract = {"embedding": jax.ShapeDtypeStruct((3, 2), jnp.float32)}
     src = np.full((3, 2), 0.5, np.float32)
