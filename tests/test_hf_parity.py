@@ -39,6 +39,7 @@ import embeddings_jax as ej
 import embeddings_jax.linen as el
 from embeddings_jax._src.kernels import cpu as cpu_kernel
 from tests import reference as ref
+from tests.hf_support import to_numpy
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers", minversion="5")
@@ -62,10 +63,6 @@ class Result:
     extra: dict = dataclasses.field(default_factory=dict)
 
 
-def _np(t) -> np.ndarray:
-    return t.detach().to(torch.float32).numpy()
-
-
 def _err(a, b) -> float:
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
@@ -76,7 +73,7 @@ def _rel(a, b) -> float:
 
 
 def _j(t):
-    return jnp.asarray(_np(t))
+    return jnp.asarray(to_numpy(t))
 
 
 @contextlib.contextmanager
@@ -85,7 +82,7 @@ def _layer_input(layer):
     got = []
 
     def hook(module, args, kwargs):
-        got.append(_np(args[0] if args else kwargs["hidden_states"]))
+        got.append(to_numpy(args[0] if args else kwargs["hidden_states"]))
 
     handle = layer.register_forward_pre_hook(hook, with_kwargs=True)
     try:
@@ -170,7 +167,7 @@ def _bert_family(config_cls, model_cls, pad=None, **kw) -> Result:
                 out = emb(input_ids=t_ids, token_type_ids=torch.as_tensor(tt))
                 positions = ej.positions_from_mask(ids != pad, start=pad + 1, pad_position=pad)
                 np.testing.assert_array_equal(positions, ref.roberta_positions(ids, pad))
-        return np.asarray(positions), _np(out)
+        return np.asarray(positions), to_numpy(out)
 
     seq = 9 if pad is None else 600  # RoBERTa: enough ids (1200 >= 1102) for the kernel
     ids = rng.integers(2, V, (2, seq))
@@ -343,8 +340,8 @@ def _gemma(version: int):
     for dtype, jdt in ((torch.float32, jnp.float32), (torch.bfloat16, jnp.bfloat16)):
         m = model.to(dtype)
         with torch.no_grad():
-            want = _np(m.embed_tokens(torch.as_tensor(ids)))
-        table = jnp.asarray(_np(m.embed_tokens.weight), jdt)
+            want = to_numpy(m.embed_tokens(torch.as_tensor(ids)))
+        table = jnp.asarray(to_numpy(m.embed_tokens.weight), jdt)
         for rounded in (True, False):
             got = jax.jit(
                 lambda t, i, r=rounded: ej.embed_and_add(t, i, None, scale=d**0.5, round_scale=r)
@@ -407,7 +404,7 @@ def _t5():
 
         for q_len, k_len, past in ((7, 7, 0), (1, 300, 299), (5, 40, 600)):
             with torch.no_grad():
-                want = _np(attn.compute_bias(q_len, k_len, past_seen_tokens=past))[0]
+                want = to_numpy(attn.compute_bias(q_len, k_len, past_seen_tokens=past))[0]
             q, k = jnp.arange(q_len) + past, jnp.arange(k_len)
             low.append(_err(ours(q, k), want))
         # Far positions: HF's integer buckets (float32 log) against its float64 rewrite.
@@ -442,10 +439,10 @@ def _bloom():
         "BloomConfig", "BloomModel", vocab_size=V, hidden_size=48, n_layer=1, n_head=heads
     )
     slopes = ej.alibi_slopes(heads)
-    low = _err(slopes, _np(mb._get_alibi_slopes(heads, device="cpu")))
+    low = _err(slopes, to_numpy(mb._get_alibi_slopes(heads, device="cpu")))
 
     def both(mask):
-        want = _np(model.build_alibi_tensor(torch.as_tensor(mask), heads, torch.float32))
+        want = to_numpy(model.build_alibi_tensor(torch.as_tensor(mask), heads, torch.float32))
         k = jax.jit(ej.positions_from_mask)(jnp.asarray(mask))
         zeros = jnp.zeros((mask.shape[0], 1), jnp.int32)
         got = jax.jit(ej.alibi_bias)(zeros, k, slopes)
@@ -475,7 +472,7 @@ def _mpt():
     heads, max_bias = 6, 4.0
 
     def both(seq):
-        want = _np(mm.build_mpt_alibi_tensor(heads, seq, alibi_bias_max=int(max_bias)))
+        want = to_numpy(mm.build_mpt_alibi_tensor(heads, seq, alibi_bias_max=int(max_bias)))
         slopes = ej.alibi_slopes(heads, max_bias=max_bias)
         q, k = jnp.array([seq - 1]), jnp.arange(seq)
         got = jax.jit(ej.alibi_bias)(q, k, slopes)  # the last query's row, as MPT broadcasts it
@@ -526,10 +523,10 @@ def _whisper():
     feats = torch.as_tensor(rng.normal(size=(1, 8, 3000)), dtype=torch.float32)
     with _layer_input(enc.layers[0]) as enc_in, torch.no_grad():
         enc_out = enc(input_features=feats).last_hidden_state
-        features = _np(torch.nn.functional.gelu(conv[0]).permute(0, 2, 1))
+        features = to_numpy(torch.nn.functional.gelu(conv[0]).permute(0, 2, 1))
     handle.remove()
     table = jax.jit(lambda: ej.sinusoidal_table(1500, 32, convention="tensor2tensor"))()
-    hf_table = _np(enc.embed_positions.weight)
+    hf_table = to_numpy(enc.embed_positions.weight)
     f64 = ref.tensor2tensor(np.arange(1500), 32)
     rows = np.arange(1500)
     ours_enc = (features + np.asarray(table))[0]
@@ -613,7 +610,7 @@ def _marian():
         V, d, position="sinusoidal", convention=MARIAN, scale=math.sqrt(d), logical_axes=None
     )
     y = jax.jit(mod.apply)({"params": {"token_embed": {"embedding": tok}}}, jnp.asarray(ids))
-    hf_table = _np(enc.embed_positions.weight)
+    hf_table = to_numpy(enc.embed_positions.weight)
     table = jax.jit(lambda: ej.sinusoidal_table(MAX_POS, d, convention=MARIAN))()
     low = max(_err(ours, got[0]), _err(np.asarray(table)[:1000], hf_table[:1000]), _err(y, got[0]))
     far = np.array([1000, 1099, 99_999, 123_456, 2**31 - 1])

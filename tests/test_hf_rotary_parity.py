@@ -18,7 +18,6 @@ Print the table: ``PYTHONPATH=. python -m tests.test_hf_rotary_parity``.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib
 from collections.abc import Callable
@@ -32,6 +31,7 @@ import pytest
 import embeddings_jax as ej
 import embeddings_jax.linen as el
 from tests import reference as ref
+from tests.hf_support import record_calls, to_numpy
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers", minversion="5")
@@ -47,34 +47,12 @@ TINY.update(num_hidden_layers=1, vocab_size=64)
 TOL_LOW, TOL_HIGH = 1e-5, 1e-5
 
 
-@contextlib.contextmanager
-def _record(module: str, name: str):
-    """Record (args, kwargs, output) of every call of ``transformers.models.<module>.<name>``."""
-    mod = importlib.import_module(f"transformers.models.{module}")
-    calls, orig = [], getattr(mod, name)
-
-    def wrapper(*args, **kwargs):
-        out = orig(*args, **kwargs)
-        calls.append((args, kwargs, out))
-        return out
-
-    setattr(mod, name, wrapper)
-    try:
-        yield calls
-    finally:
-        setattr(mod, name, orig)
-
-
-def _np(t) -> np.ndarray:
-    return t.detach().to(torch.float32).numpy()
-
-
 def _qk_pairs(calls, transpose=True):
     """(x_in, y_out, call_index) pairs in [batch, seq, heads, d] from (q, k, cos, sin) calls."""
     out = []
     for i, (args, _, res) in enumerate(calls):
         for x, y in zip(args[:2], res, strict=True):
-            x, y = _np(x), _np(y)
+            x, y = to_numpy(x), to_numpy(y)
             out.append(
                 (x.transpose(0, 2, 1, 3), y.transpose(0, 2, 1, 3), i) if transpose else (x, y, i)
             )
@@ -98,7 +76,7 @@ class Family:
     def run(self, positions):
         torch.manual_seed(0)
         model, cfg = self.build()
-        with _record(*self.record) as calls, torch.no_grad():
+        with record_calls(*self.record) as calls, torch.no_grad():
             ids = torch.randint(0, 64, positions.shape[-2:])
             pos = torch.as_tensor(positions)
             (self.forward or (lambda m, i, p: m(input_ids=i, position_ids=p)))(model, ids, pos)
@@ -209,7 +187,7 @@ def _gptj():
         return transformers.GPTJModel(cfg).eval(), cfg
 
     def pairs(calls):  # GPT-J rotates q_rot, k_rot ([b, s, h, rotary_dim]) one call each
-        return [(_np(a[0]), _np(out), i) for i, (a, _, out) in enumerate(calls)]
+        return [(to_numpy(a[0]), to_numpy(out), i) for i, (a, _, out) in enumerate(calls)]
 
     def ours(x, p, i, cfg):  # the full head: rotary part, then features that pass through
         rest = np.linspace(-1, 1, x[..., :8].size).reshape(x[..., :8].shape).astype(np.float32)
@@ -362,7 +340,7 @@ def _gemma4():
         return transformers.Gemma4TextModel(cfg).eval(), cfg
 
     def pairs(calls):  # apply_rotary_pos_emb(x [b, s, h, d], cos, sin): one tensor per call
-        return [(_np(a[0]), _np(out), i) for i, (a, _, out) in enumerate(calls)]
+        return [(to_numpy(a[0]), to_numpy(out), i) for i, (a, _, out) in enumerate(calls)]
 
     def layer(x, cfg):
         return "full_attention" if x.shape[-1] == 32 else "sliding_attention"  # global_head_dim
@@ -613,7 +591,7 @@ def test_jitted_decode_loop_matches_hf(name):
     scaling = _scaling(cfg)
     step = jax.jit(lambda x, p: ej.apply_rope(x, p, scaling=scaling))
     errs = []
-    with _record(*fam.record) as calls, torch.no_grad():
+    with record_calls(*fam.record) as calls, torch.no_grad():
         for pos in range(threshold - 4, threshold + 4):  # crosses the switch
             p = np.array([[pos]])
             ids = torch.full((1, 1), 5, dtype=torch.long)  # not the padding id (a zero row)
@@ -666,7 +644,7 @@ def test_llama4_attention_temperature_and_rope_layers():
     captured = {}
 
     def hook(module, inputs, output):
-        captured["q"] = _np(output)
+        captured["q"] = to_numpy(output)
 
     nope.q_proj.register_forward_hook(hook)
     mod = importlib.import_module("transformers.models.llama4.modeling_llama4")
@@ -674,12 +652,12 @@ def test_llama4_attention_temperature_and_rope_layers():
 
     def spy(module, query, *args, **kwargs):
         if module is nope:
-            captured["q_after"] = _np(query).transpose(0, 2, 1, 3)
+            captured["q_after"] = to_numpy(query).transpose(0, 2, 1, 3)
         return orig(module, query, *args, **kwargs)
 
     mod.eager_attention_forward = spy
     try:
-        with _record("llama4.modeling_llama4", "apply_rotary_emb") as calls, torch.no_grad():
+        with record_calls("llama4.modeling_llama4", "apply_rotary_emb") as calls, torch.no_grad():
             model(input_ids=torch.randint(1, 64, (1, seq)))
     finally:
         mod.eager_attention_forward = orig
@@ -699,12 +677,12 @@ def test_llama4_attention_temperature_and_rope_layers():
     (xq, xk, _), _, (yq, yk) = calls[0]
     for x, y in ((xq, yq), (xk, yk)):
         got = ej.apply_rope(
-            jnp.asarray(_np(x)),
+            jnp.asarray(to_numpy(x)),
             positions,
             layout="interleaved",
             base=cfg.rope_parameters["rope_theta"],
         )
-        np.testing.assert_allclose(np.asarray(got), _np(y), rtol=0, atol=TOL_LOW)
+        np.testing.assert_allclose(np.asarray(got), to_numpy(y), rtol=0, atol=TOL_LOW)
 
 
 def _table() -> str:

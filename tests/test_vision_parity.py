@@ -18,9 +18,6 @@ Print the table of method, reference and max error:
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,6 +25,7 @@ import pytest
 
 import embeddings_jax as ej
 from tests import reference as ref
+from tests.hf_support import record_calls, to_numpy
 
 RNG = np.random.default_rng(0)
 
@@ -39,28 +37,6 @@ def _torch():
 def _transformers():
     _torch()
     return pytest.importorskip("transformers", minversion="5")
-
-
-def _record(module: str, name: str, run: Callable[[], None]) -> list:
-    """(args, kwargs, output) of every call of ``transformers.models.<module>.<name>``."""
-    mod = importlib.import_module(f"transformers.models.{module}")
-    calls, orig = [], getattr(mod, name)
-
-    def wrapper(*args, **kwargs):
-        out = orig(*args, **kwargs)
-        calls.append((args, kwargs, out))
-        return out
-
-    setattr(mod, name, wrapper)
-    try:
-        run()
-    finally:
-        setattr(mod, name, orig)
-    return calls
-
-
-def _np(t) -> np.ndarray:
-    return t.detach().float().numpy()
 
 
 def _max_err(a, b) -> float:
@@ -89,12 +65,13 @@ def pixtral_hf():
         with torch.no_grad():
             model(pixels, image_sizes=sizes)
 
-    calls = _record("pixtral.modeling_pixtral", "apply_rotary_pos_emb", run)
+    with record_calls("pixtral.modeling_pixtral", "apply_rotary_pos_emb") as calls:
+        run()
     grid = jnp.concatenate([ej.grid_positions(10, 16), ej.grid_positions(6, 4)])
     err = 0.0
     for args, _, out in calls:
         for x, y in zip(args[:2], out, strict=True):  # [1, heads, seq, d] -> [1, seq, heads, d]
-            x, y = _np(x).transpose(0, 2, 1, 3), _np(y).transpose(0, 2, 1, 3)
+            x, y = to_numpy(x).transpose(0, 2, 1, 3), to_numpy(y).transpose(0, 2, 1, 3)
             got = ej.rope_2d(jnp.asarray(x), grid, base=cfg.rope_parameters["rope_theta"])
             assert np.abs(y).max() > 1.0
             err = max(err, _max_err(got, y) / np.abs(y).max())
@@ -121,7 +98,8 @@ def dinov3_hf(exact: bool = False):
         with torch.no_grad():
             model(torch.randn(2, 3, 8 * h, 8 * w))
 
-    calls = _record("dinov3_vit.modeling_dinov3_vit", "apply_rotary_pos_emb", run)
+    with record_calls("dinov3_vit.modeling_dinov3_vit", "apply_rotary_pos_emb") as calls:
+        run()
     if exact:
         num = 2 * np.asarray(ej.grid_positions(h, w)) + 1 - np.array([h, w])
         pos, scale = jnp.asarray(num, jnp.int32), (2 * np.pi / h, 2 * np.pi / w)
@@ -130,7 +108,7 @@ def dinov3_hf(exact: bool = False):
     err = 0.0
     for args, _, out in calls:
         for x, y in zip(args[:2], out, strict=True):
-            x, y = _np(x).transpose(0, 2, 1, 3), _np(y).transpose(0, 2, 1, 3)
+            x, y = to_numpy(x).transpose(0, 2, 1, 3), to_numpy(y).transpose(0, 2, 1, 3)
             got = ej.rope_2d(
                 jnp.asarray(x), pos, frequencies="per_axis", base=cfg.rope_theta,
                 position_scale=scale, prefix_tokens=1 + cfg.num_register_tokens,
@@ -152,14 +130,14 @@ def vit_interpolate_hf():
     emb = tf.ViTModel(cfg).eval().embeddings
     with torch.no_grad():
         emb.position_embeddings.normal_()
-    table = _np(emb.position_embeddings)  # [1, 1 + 7 * 7, 16]
+    table = to_numpy(emb.position_embeddings)  # [1, 1 + 7 * 7, 16]
     err = 0.0
     for hh, ww in [(9, 11), (3, 5), (16, 4), (7, 8)]:
         with torch.no_grad():
             want = emb.interpolate_pos_encoding(torch.zeros(1, 1 + hh * ww, 16), 8 * hh, 8 * ww)
         got = ej.resize_position_grid(jnp.asarray(table), (hh, ww), prefix_tokens=1)
         np.testing.assert_array_equal(got[:, 0], table[:, 0])
-        err = max(err, _max_err(got, _np(want)) / np.abs(table).max())
+        err = max(err, _max_err(got, to_numpy(want)) / np.abs(table).max())
     return err, 2e-6
 
 
@@ -244,7 +222,7 @@ def vit_mae_hf():
     if hasattr(emb.patch_embeddings.projection, "_is_hf_initialized"):
         del emb.patch_embeddings.projection._is_hf_initialized
     emb.initialize_weights()
-    want = _np(emb.position_embeddings)[0]
+    want = to_numpy(emb.position_embeddings)[0]
     assert np.abs(want).max() == 1.0
     return _max_err(ej.sincos_2d(4, 4, 32, convention="mae", prefix_tokens=1), want), 1e-6
 
