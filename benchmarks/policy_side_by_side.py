@@ -74,7 +74,6 @@ def timed(fns, args, rounds):
         jax.block_until_ready(f(*args))
     names = list(fns)
     times = {k: [] for k in names}
-    reps = 1
     t0 = time.perf_counter()
     jax.block_until_ready(fns[names[0]](*args))
     one = time.perf_counter() - t0
