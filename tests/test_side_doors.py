@@ -18,6 +18,7 @@ positions, where float64 cannot hold the phase.
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 
@@ -109,6 +110,21 @@ def test_every_function_and_module_takes_every_integer_dtype(dtype, key):
     )
     x = jnp.asarray(rng.normal(size=(1, 3, 2, 4)), jnp.float32)
     np.testing.assert_array_equal(ej.apply_rope(x, ids), ej.apply_rope(x, jnp.asarray(ids32)))
+    for role in ("query", "key"):
+        np.testing.assert_array_equal(
+            ej.apply_xpos(x, ids, role=role, scale_base=8.0),
+            ej.apply_xpos(x, jnp.asarray(ids32), role=role, scale_base=8.0),
+        )
+    r = jnp.asarray([0.5, 1.5])
+    np.testing.assert_array_equal(
+        ej.kerple_bias(ids[0], ids[0], r, r),
+        ej.kerple_bias(jnp.asarray(ids32[0]), jnp.asarray(ids32[0]), r, r),
+    )
+    mlp = (jnp.ones(3), jnp.zeros(3), jnp.ones((3, 2)), jnp.zeros(2))
+    fire = functools.partial(ej.fire_bias, c=jnp.float32(0.1), threshold=jnp.float32(2.0))
+    np.testing.assert_array_equal(
+        fire(ids[0], ids[0], *mlp), fire(jnp.asarray(ids32[0]), jnp.asarray(ids32[0]), *mlp)
+    )
     mesh = jax.make_mesh((1, 8), ("data", "model"))
     table8 = _table(16)
     np.testing.assert_array_equal(
@@ -216,6 +232,11 @@ def test_t5_and_alibi_and_segments_with_64_bit_values():
         np.testing.assert_allclose(bias, [-0.00390625 * 3, 0.0])  # m = 2**-8 for one head
         seg = jnp.asarray([[1, 1, 2**32 + 1, 2**32 + 1]], jnp.int64)
         np.testing.assert_array_equal(ej.positions_from_segments(seg), [[0, 1, 0, 1]])
+        # Kerple depends on |q - k| only: 64-bit positions give the int32 positions' bias.
+        r = jnp.asarray([0.5, 1.5])
+        far = ej.kerple_bias(q, k, r, r)
+        near = ej.kerple_bias(jnp.asarray([3], jnp.int32), jnp.asarray([0, 3], jnp.int32), r, r)
+        np.testing.assert_allclose(far, near, rtol=1e-12)
 
 
 def test_alibi_uint32_positions_past_2_31_keep_their_sign():
