@@ -134,6 +134,8 @@ def launch(
                         )
                     )
             why = _wait(procs, timeout)
+            if why is not None and why.startswith("timed out"):
+                _dump_stacks(procs)
         finally:
             for p in procs:
                 _kill(p)
@@ -151,6 +153,18 @@ def launch(
     if why is not None:
         raise WorkerError(_report(children, f"{' '.join(argv)}: {why}"))
     return children
+
+
+def _dump_stacks(procs: Sequence[subprocess.Popen], wait_s: float = 3.0) -> None:
+    """Ask every live child for the Python stacks of all its threads (``SIGUSR1``; see
+    :func:`initialize`), written to its stderr: where a hung run waits."""
+    for p in procs:
+        if p.poll() is None:
+            try:
+                os.kill(p.pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                pass
+    time.sleep(wait_s)
 
 
 def _wait(procs: Sequence[subprocess.Popen], timeout: float) -> str | None:
@@ -174,9 +188,14 @@ def _wait(procs: Sequence[subprocess.Popen], timeout: float) -> str | None:
 def initialize(timeout_s: int = 120):
     """In a child: join the cluster that :func:`launch` started; return ``process_id``.
 
-    Call before anything else touches JAX's backends.
+    Call before anything else touches JAX's backends. ``SIGUSR1`` then writes the
+    Python stacks of every thread to stderr (:func:`launch` sends it on a timeout).
     """
+    import faulthandler
+
     import jax
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     jax.config.update("jax_platforms", "cpu")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")

@@ -15,6 +15,8 @@ import json
 import os
 import textwrap
 import time
+import warnings
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -30,24 +32,43 @@ two_processes = [
     pytest.mark.skipif(jax.default_backend() != "cpu", reason="the processes use CPU devices"),
 ]
 
-# Generous: a normal run takes a minute or two on 2 busy cores; a hang is killed here.
-TIMEOUT_S = 480
+# A normal run takes one to two minutes on 2 busy cores (CI: under load, beside the other
+# pytest worker); a run past this is hung and is killed.
+TIMEOUT_S = 300
+# A hung run is tried once more. Once, in CI, both processes hung in the first Explicit
+# check for 480 s, printing nothing; the same run then passed 15 times out of 15 here
+# (12 of them beside the Auto run and two busy loops). The cause is not known. A second
+# hang fails the test, and so does any failed check. The first run's Python stacks, which
+# multiprocess.launch asks every process for before the kill, become a warning.
+ATTEMPTS = 2
 
 
 def _launch(kind: str, out) -> tuple[list[dict], str | None]:
     """Results of every process (``{}`` where none was written) and the launch failure."""
-    failure = None
-    try:
-        multiprocess.launch(
-            [worker.__file__, str(out)], timeout=TIMEOUT_S, env={"EJ_MULTIHOST_KINDS": kind}
-        )
-    except multiprocess.WorkerError as e:
-        failure = str(e)
-    results = []
-    for i in range(2):
-        path = out / f"process_{i}.json"
-        results.append(json.loads(path.read_text()) if path.exists() else {})
-    return results, failure
+    for attempt in range(1, ATTEMPTS + 1):
+        run = out / f"attempt-{attempt}"
+        run.mkdir()
+        failure = None
+        try:
+            multiprocess.launch(
+                [worker.__file__, str(run)], timeout=TIMEOUT_S, env={"EJ_MULTIHOST_KINDS": kind}
+            )
+        except multiprocess.WorkerError as e:
+            failure = str(e)
+        results = []
+        for i in range(2):
+            path = run / f"process_{i}.json"
+            results.append(json.loads(path.read_text()) if path.exists() else {})
+        if not _hung(failure, results) or attempt == ATTEMPTS:
+            return results, failure
+        warnings.warn(f"multi-host run {attempt} hung; running it again:\n{failure}", stacklevel=2)
+    raise AssertionError("unreachable")
+
+
+def _hung(failure: str | None, results: list[dict]) -> bool:
+    """The run timed out, and no check had failed on either process."""
+    failed = any(not e["ok"] for r in results for k, e in r.items() if k != "info")
+    return failure is not None and "timed out after" in failure and not failed
 
 
 def _checks() -> list[str]:
@@ -107,8 +128,9 @@ def test_two_processes(kind, tmp_path):
 # --- the harness itself (plain Python children: fast) ---------------------------------
 
 CHILD = """
-import os, sys, time
+import faulthandler, os, signal, sys, time
 from pathlib import Path
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # as multiprocess.initialize
 i = int(os.environ["EJ_MP_PROCESS_ID"])
 Path(sys.argv[1], f"{i}.pid").write_text(str(os.getpid()))
 print(f"child {i} port {os.environ['EJ_MP_PORT']} of {os.environ['EJ_MP_NUM_PROCESSES']}",
@@ -142,7 +164,7 @@ def _gone(pid: int) -> bool:
 def test_harness_reports_and_kills(tmp_path, monkeypatch, mode):
     """Every child gets its id, the port and the count; a failed child has the others
     killed after a grace period, a hung run is killed at the timeout (with the children's
-    own children: process groups); either way the error shows every child's exit status
+    own children: process groups) after it printed its stacks; either way the error shows every child's exit status
     and stderr and no process survives."""
     script = tmp_path / "child.py"
     script.write_text(textwrap.dedent(CHILD))
@@ -163,6 +185,8 @@ def test_harness_reports_and_kills(tmp_path, monkeypatch, mode):
     assert "child 0 port" in message and "child 1 port" in message
     if mode == "fail":
         assert "process 1: exit status 3" in message
+    else:  # where each child waited: its stacks, asked for before the kill
+        assert message.count("most recent call first") >= 2 and "in <module>" in message
     pids = [int((tmp_path / f"{i}.pid").read_text()) for i in range(2)]
     if mode == "hang":
         pids += [int((tmp_path / f"{i}.grandchild").read_text()) for i in range(2)]
@@ -170,3 +194,37 @@ def test_harness_reports_and_kills(tmp_path, monkeypatch, mode):
     while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert all(_gone(pid) for pid in pids), pids
+
+
+@pytest.mark.parametrize("first", ["hang", "hang twice", "hang with a failed check", "fail"])
+def test_a_hung_run_alone_is_tried_again(tmp_path, monkeypatch, first):
+    """Only a timeout with no failed check is run again (with a warning); a failed check
+    or a failed process is reported at once, and a second hang fails."""
+    calls = []
+
+    def fake_launch(argv, *, timeout, env):
+        calls.append(Path(argv[1]))
+        run = Path(argv[1])
+        ok = {"info": {}, "embed[auto]": {"ok": True}}
+        if len(calls) == 1 or first == "hang twice":
+            bad = {"info": {}, "embed[auto]": {"ok": False, "error": "boom"}}
+            (run / "process_0.json").write_text(json.dumps(bad if "check" in first else ok))
+            why = "a process failed" if first == "fail" else f"timed out after {timeout:.0f} s"
+            raise multiprocess.WorkerError(why)
+        for i in range(2):
+            (run / f"process_{i}.json").write_text(json.dumps(ok))
+        return []
+
+    monkeypatch.setattr(multiprocess, "launch", fake_launch)
+    if first == "hang":
+        with pytest.warns(UserWarning, match="run 1 hung; running it again"):
+            results, failure = _launch("auto", tmp_path)
+        assert failure is None and len(calls) == 2 and results[1]["embed[auto]"]["ok"]
+        assert calls[0] != calls[1]  # a fresh folder: nothing of the hung run is read
+    elif first == "hang twice":
+        with pytest.warns(UserWarning, match="run 1 hung"):
+            _, failure = _launch("auto", tmp_path)
+        assert len(calls) == 2 and "timed out after" in failure
+    else:
+        results, failure = _launch("auto", tmp_path)
+        assert len(calls) == 1 and failure is not None
