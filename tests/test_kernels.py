@@ -248,6 +248,55 @@ def test_every_instruction_set_gives_the_same_bits(monkeypatch):
 
 
 @needs_kernel
+@pytest.mark.parametrize("d", [48, 100])  # whole blocks of 16; a tail of 4
+@pytest.mark.parametrize("out_dt", [jnp.float32, jnp.bfloat16])
+def test_streaming_stores_give_the_same_bits(monkeypatch, d, out_dt):
+    """Outputs of 16 MiB or more are written with non-temporal stores (float32, x86-64):
+    forced on and off, every affine form, NaN and zero rows, every instruction set, the
+    bits are the same, and equal float64 LayerNorm."""
+    tok, pos, gamma, beta = _data(d)
+    ids = jnp.asarray(rng.integers(-3, V + 3, size=(64, 33)), jnp.int32)  # several chunks
+    outs = {}
+    for isa in ("generic", "avx2", ""):
+        for stream in ("never", "always"):
+            monkeypatch.setenv("EMBEDDINGS_JAX_CPU_ISA", isa)
+            monkeypatch.setenv("EMBEDDINGS_JAX_CPU_STREAM", stream)
+            for g, b in ((gamma, beta), (gamma, None), (None, beta), (None, None)):
+                y = ej.embed_and_add(
+                    tok, ids, pos, scale=0.5, norm=(g, b), dtype=out_dt,
+                    out_of_range="nan", implementation="cpu_kernel",
+                )  # fmt: skip
+                outs.setdefault((g is None, b is None), []).append(np.asarray(y))
+    for ys in outs.values():
+        bits = [y.view(f"u{y.itemsize}") for y in ys]
+        for b in bits[1:]:
+            np.testing.assert_array_equal(b, bits[0])
+    y = outs[(False, False)][0].astype(np.float64)
+    inside = (np.asarray(ids) >= 0) & (np.asarray(ids) < V)
+    assert np.isnan(y[~inside]).all()
+    rows = np.asarray(pos, np.float64)[:33]
+    want = _ref(tok, jnp.clip(ids, 0, V - 1), rows, gamma, beta, scale=0.5)
+    tol = 2.0**-8 if out_dt == jnp.bfloat16 else 1e-5
+    np.testing.assert_allclose(y[inside], want[inside], rtol=tol, atol=1e-5)
+
+
+@needs_kernel
+def test_rows_past_two_to_the_fifty():
+    """Rows past 2**50 are rescaled only where their statistics overflow float32 (around
+    1e19 and up); below that the exact power-of-two scaling would not change the result.
+    Both kinds equal float64 LayerNorm, as the XLA path does."""
+    base = rng.normal(size=(4, 64))
+    rows = np.concatenate([base * 2.0**55, base * 2.0**62, base * 1e20, base * 1e37])
+    table = jnp.asarray(rows, jnp.float32)
+    ids = jnp.arange(len(rows))[None]
+    x = np.asarray(table, np.float64)
+    want = (x - x.mean(-1, keepdims=True)) / x.std(-1, keepdims=True)
+    for implementation in ("cpu_kernel", "xla"):
+        y = ej.embed_and_add(table, ids, None, norm=(None, None), implementation=implementation)
+        np.testing.assert_allclose(np.asarray(y[0]), want, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernel
 def test_empty_and_large_inputs():
     tok, pos, gamma, beta = _data(12)
     empty = ej.embed_and_add(

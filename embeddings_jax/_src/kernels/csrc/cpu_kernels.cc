@@ -4,7 +4,9 @@
 //
 // One pass per row: the row is built in a small float32 buffer (it stays in L1),
 // its mean and variance are taken from that buffer (two-pass, as the XLA path),
-// and it is written out once. Rows are split over XLA's intra-op thread pool.
+// and it is written out once (an output of 16 MiB or more with non-temporal stores).
+// The largest magnitude of a row is looked at only when its statistics overflowed.
+// Rows are split over XLA's intra-op thread pool.
 //
 // Index conventions (the Python side resolves the out-of-range policy):
 //   idx >= 0  the row to read (already inside the table)
@@ -25,6 +27,10 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
 
 #include "xla/ffi/api/ffi.h"
 
@@ -54,6 +60,7 @@ struct Args {
   float scale;
   float eps;
   bool has_pos, has_gamma, has_beta;
+  bool stream;  // write float32 output rows with non-temporal stores (see Stream)
 };
 
 using RowFn = void (*)(const Args&, int64_t, int64_t);
@@ -179,6 +186,19 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t n, int64_t grain, F f) {
   while (st->remaining.load(std::memory_order_acquire) > 0) std::this_thread::yield();
 }
 
+// Whether an output of `bytes` is written with non-temporal stores: from 16 MiB, past
+// what a core's share of a server's last-level cache keeps, the output would leave the
+// cache anyway, and writing it around the cache saves reading every output line in
+// first. EMBEDDINGS_JAX_CPU_STREAM=always|never overrides (the tests check that both
+// give the same bits).
+bool Stream(int64_t bytes) {
+  const char* env = std::getenv("EMBEDDINGS_JAX_CPU_STREAM");
+  const std::string force = env ? env : "";
+  if (force == "always") return true;
+  if (force == "never") return false;
+  return bytes >= (int64_t{16} << 20);
+}
+
 // About 64 KiB of float32 output per chunk.
 inline int64_t RowsPerChunk(int64_t d) { return std::max<int64_t>(1, (1 << 14) / d); }
 
@@ -224,6 +244,7 @@ ffi::Error EmbedAddLayerNormImpl(ffi::ThreadPool pool, ffi::AnyBuffer table,
   a.has_pos = has_pos;
   a.has_gamma = has_gamma;
   a.has_beta = has_beta;
+  a.stream = Stream(n * d * (ko == Kind::kF32 ? 4 : 2));
   RowFn fn = Pick(kt, kp, ko);
   if (n == 0 || d == 0) return ffi::Error::Success();
   ParallelFor(pool, n, RowsPerChunk(d), [fn, a](int64_t b, int64_t e) { fn(a, b, e); });
