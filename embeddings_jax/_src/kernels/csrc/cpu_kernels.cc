@@ -78,7 +78,9 @@ using ej::Args;
 using ej::Kind;
 using ej::RowFn;
 using ej::ScatterFn;
+#define EJ_VECTOR_FLOATS 4
 #include "rows.inc"
+#undef EJ_VECTOR_FLOATS
 }  // namespace ej_generic
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -90,7 +92,9 @@ using ej::Args;
 using ej::Kind;
 using ej::RowFn;
 using ej::ScatterFn;
+#define EJ_VECTOR_FLOATS 8
 #include "rows.inc"
+#undef EJ_VECTOR_FLOATS
 }  // namespace ej_avx2
 #pragma GCC pop_options
 #pragma GCC push_options
@@ -100,7 +104,9 @@ using ej::Args;
 using ej::Kind;
 using ej::RowFn;
 using ej::ScatterFn;
+#define EJ_VECTOR_FLOATS 16
 #include "rows.inc"
+#undef EJ_VECTOR_FLOATS
 }  // namespace ej_avx512
 #pragma GCC pop_options
 #endif
