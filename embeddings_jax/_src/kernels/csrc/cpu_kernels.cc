@@ -162,12 +162,14 @@ ScatterFn PickScatter(Kind ko) {
 }
 
 // f(begin, end) over [0, n) in chunks of `grain`, on the caller and XLA's intra-op
-// pool. Tasks that start late find no chunk left and return without calling f (whose
+// pool: the caller and num_threads - 1 pool tasks, one thread per core of the pool (a
+// thread more would be preempted while holding a chunk that the others wait for).
+// Tasks that start late find no chunk left and return without calling f (whose
 // captures may be gone by then); the caller waits only for chunks that were claimed.
 template <typename F>
 void ParallelFor(ffi::ThreadPool& pool, int64_t n, int64_t grain, F f) {
   const int64_t chunks = (n + grain - 1) / grain;
-  const int64_t workers = std::min<int64_t>(pool.num_threads(), chunks - 1);
+  const int64_t workers = std::min<int64_t>(pool.num_threads() - 1, chunks - 1);
   if (workers <= 0) {
     f(int64_t{0}, n);
     return;
