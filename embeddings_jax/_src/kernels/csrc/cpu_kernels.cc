@@ -207,8 +207,12 @@ bool Stream(int64_t bytes) {
   return bytes >= (int64_t{16} << 20);
 }
 
-// About 64 KiB of float32 output per chunk.
-inline int64_t RowsPerChunk(int64_t d) { return std::max<int64_t>(1, (1 << 14) / d); }
+// Rows per chunk of n rows of d: about 64 KiB of float32 output, and at most 64 chunks
+// in all. The larger chunks of large outputs measured 5-6% faster at S2 than 64 KiB
+// ones (3 in-process runs of 61 rounds), and no different at S1.
+inline int64_t RowsPerChunk(int64_t d, int64_t n) {
+  return std::max({int64_t{1}, (int64_t{1} << 14) / d, n / 64});
+}
 
 ffi::Error EmbedAddLayerNormImpl(ffi::ThreadPool pool, ffi::AnyBuffer table,
                                  ffi::Buffer<ffi::S32> tok, ffi::AnyBuffer pos,
@@ -255,7 +259,7 @@ ffi::Error EmbedAddLayerNormImpl(ffi::ThreadPool pool, ffi::AnyBuffer table,
   a.stream = Stream(n * d * (ko == Kind::kF32 ? 4 : 2));
   RowFn fn = Pick(kt, kp, ko);
   if (n == 0 || d == 0) return ffi::Error::Success();
-  ParallelFor(pool, n, RowsPerChunk(d), [fn, a](int64_t b, int64_t e) { fn(a, b, e); });
+  ParallelFor(pool, n, RowsPerChunk(d, n), [fn, a](int64_t b, int64_t e) { fn(a, b, e); });
   return ffi::Error::Success();
 }
 
