@@ -1,6 +1,7 @@
 """What the default out-of-range policy costs: a check apart from `embeddings-jax bench`.
 
 Usage: python benchmarks/policy_side_by_side.py [--rounds N] [--sizes S3 decode S1]
+                                                [--layer-norm-sizes S1 S2]
 
 Times, in one process, with its own timing loop (not the bench harness):
 ``embed_and_add`` with default arguments (``out_of_range="error"``), the same with
@@ -9,7 +10,9 @@ Times, in one process, with its own timing loop (not the bench harness):
 gradients of both tables through ``jax.vjp`` of a random incoming gradient). Uniform
 ids, the default allocator, jitted calls, the median of ``--rounds`` interleaved rounds
 (the order rotates each round), compile and warm-up excluded. Prints the ratios the
-speed issue asks about: default / clip, default / naive and naive / default.
+speed issue asks about: default / clip, default / naive and naive / default. Then the
+LayerNorm path (``embed_and_add(..., norm=(gamma, beta))``, default arguments) against
+a copy of the same output size (``-x``), at S1 and S2.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ SIZES = {  # vocab, features, batch, seq (decode: seq 1 at an offset into 2048 p
     "S1": (32000, 512, 32, 512),
 }
 MAX_POS = 2048
+LAYER_NORM_SIZES = {"S1": (32000, 512, 32, 512), "S2": (50257, 768, 8, 1024)}
 
 
 def cases(size: str):
@@ -68,6 +72,20 @@ def cases(size: str):
     return (table, pos, ids, offset), ct, fwd, bwd
 
 
+def layer_norm_cases(size: str):
+    """The LayerNorm path and a same-size copy, as calls with their arguments bound."""
+    vocab, d, b, seq = LAYER_NORM_SIZES[size]
+    r = np.random.default_rng(0)
+    table = jnp.asarray(r.normal(size=(vocab, d)), jnp.float32)
+    pos = jnp.asarray(r.normal(size=(seq, d)), jnp.float32)
+    ids = jnp.asarray(r.integers(0, vocab, (b, seq)), jnp.int32)
+    norm = (jnp.asarray(1 + 0.1 * r.normal(size=d), jnp.float32), jnp.zeros(d, jnp.float32))
+    x = jnp.asarray(r.normal(size=(b, seq, d)), jnp.float32)
+    ln = jax.jit(lambda t, i, p, n: ej.embed_and_add(t, i, p, norm=n))
+    copy = jax.jit(lambda x: -x)
+    return {"layer_norm": lambda: ln(table, ids, pos, norm), "copy": lambda: copy(x)}
+
+
 def timed(fns, args, rounds):
     for f in fns.values():  # compile and warm up
         jax.block_until_ready(f(*args))
@@ -91,14 +109,21 @@ def timed(fns, args, rounds):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=21)
-    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--sizes", nargs="*", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument(
+        "--layer-norm-sizes",
+        nargs="*",
+        default=list(LAYER_NORM_SIZES),
+        choices=list(LAYER_NORM_SIZES),
+    )
     args = parser.parse_args()
     load = os.getloadavg()[0]
     print(f"jax {jax.__version__}, {jax.devices()[0]}, {os.cpu_count()} cores, load {load:.1f}")
-    print(
-        f"{'case':<16}{'default us':>12}{'clip us':>10}{'naive us':>10}"
-        f"{'def/clip':>10}{'def/naive':>11}{'naive/def':>11}"
-    )
+    if args.sizes:
+        print(
+            f"{'case':<16}{'default us':>12}{'clip us':>10}{'naive us':>10}"
+            f"{'def/clip':>10}{'def/naive':>11}{'naive/def':>11}"
+        )
     for size in args.sizes:
         a, ct, fwd, bwd = cases(size)
         for label, fns, fargs in (("fwd", fwd, a), ("fwd+bwd", bwd, (*a, ct))):
@@ -108,6 +133,12 @@ def main() -> None:
                 f"{size + ' ' + label:<16}{d:>12.1f}{c:>10.1f}{n:>10.1f}"
                 f"{d / c:>10.2f}{d / n:>11.2f}{n / d:>11.2f}"
             )
+    if args.layer_norm_sizes:
+        print(f"{'case':<16}{'LayerNorm us':>14}{'copy us':>10}{'LN/copy':>10}")
+    for size in args.layer_norm_sizes:
+        t = timed(layer_norm_cases(size), (), args.rounds)
+        ln, cp = t["layer_norm"] * 1e6, t["copy"] * 1e6
+        print(f"{size + ' LayerNorm':<16}{ln:>14.1f}{cp:>10.1f}{ln / cp:>10.2f}")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
