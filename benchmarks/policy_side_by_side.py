@@ -37,12 +37,19 @@ MAX_POS = 2048
 LAYER_NORM_SIZES = {"S1": (32000, 512, 32, 512), "S2": (50257, 768, 8, 1024)}
 
 
-def cases(size: str):
-    vocab, d, b, seq = SIZES[size]
+def inputs(vocab: int, d: int, b: int, seq: int, pos_rows: int):
+    """A float32 table and position table, uniform ids, and the generator that made
+    them (later draws continue from it)."""
     r = np.random.default_rng(0)
     table = jnp.asarray(r.normal(size=(vocab, d)), jnp.float32)
-    pos = jnp.asarray(r.normal(size=(MAX_POS, d)), jnp.float32)
+    pos = jnp.asarray(r.normal(size=(pos_rows, d)), jnp.float32)
     ids = jnp.asarray(r.integers(0, vocab, (b, seq)), jnp.int32)
+    return table, pos, ids, r
+
+
+def cases(size: str):
+    vocab, d, b, seq = SIZES[size]
+    table, pos, ids, r = inputs(vocab, d, b, seq, MAX_POS)
     offset = jnp.int32(700)
     decode = size == "decode"
 
@@ -75,10 +82,7 @@ def cases(size: str):
 def layer_norm_cases(size: str):
     """The LayerNorm path and a same-size copy, as calls with their arguments bound."""
     vocab, d, b, seq = LAYER_NORM_SIZES[size]
-    r = np.random.default_rng(0)
-    table = jnp.asarray(r.normal(size=(vocab, d)), jnp.float32)
-    pos = jnp.asarray(r.normal(size=(seq, d)), jnp.float32)
-    ids = jnp.asarray(r.integers(0, vocab, (b, seq)), jnp.int32)
+    table, pos, ids, r = inputs(vocab, d, b, seq, seq)
     norm = (jnp.asarray(1 + 0.1 * r.normal(size=d), jnp.float32), jnp.zeros(d, jnp.float32))
     x = jnp.asarray(r.normal(size=(b, seq, d)), jnp.float32)
     ln = jax.jit(lambda t, i, p, n: ej.embed_and_add(t, i, p, norm=n))
