@@ -535,3 +535,72 @@ def test_status_is_computed_eagerly_even_inside_a_trace():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith(str(AVAILABLE)), out.stdout
+
+
+def _thp_mode() -> str | None:
+    """The system's transparent-huge-page mode (``always``, ``madvise``, ``never``)."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return f.read().split("[")[1].split("]")[0]
+    except (OSError, IndexError):
+        return None
+
+
+def _thp_fallbacks() -> int:
+    with open("/proc/vmstat") as f:
+        return sum(int(v) for k, v in (line.split() for line in f) if k == "thp_fault_fallback")
+
+
+def _huge_kib_in(start: int, size: int) -> int:
+    """``AnonHugePages`` (KiB) of this process's mappings over ``[start, start + size)``
+    (the advice splits the output's mapping in up to three)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                inside = lo < start + size and start < hi
+            elif inside and head == "AnonHugePages:":
+                total += int(line.split()[1])
+    return total
+
+
+@needs_kernel
+@pytest.mark.parametrize("kernel", ["layer_norm", "gradient"])
+def test_large_outputs_ask_for_huge_pages(monkeypatch, kernel):
+    """A kernel output of 16 MiB or more asks Linux for transparent huge pages
+    (``MADV_HUGEPAGE`` on its aligned interior), which only matters where the THP mode
+    is ``madvise``. With the advice the output's mapping holds huge pages, without it
+    (``EMBEDDINGS_JAX_CPU_HUGE_PAGES=never``) none; the bits are the same either way."""
+    if _thp_mode() != "madvise":
+        pytest.skip(f"transparent huge pages are {_thp_mode()!r}, not 'madvise'")
+    if "malloc" in os.environ.get("LD_PRELOAD", ""):  # it may hand back advised memory
+        pytest.skip("glibc's allocator only: a fresh mapping for every 40 MiB output")
+    d, n = 256, 64
+    vocab = 40 * 2**20 // (4 * d)  # glibc maps 40 MiB afresh at every call
+    table = jnp.asarray(rng.normal(size=(vocab, d)), jnp.float32)
+    if kernel == "layer_norm":  # a 40 MiB output (64 x 640 rows of 256)
+        ids = jnp.asarray(rng.integers(0, vocab, (n, 640)), jnp.int32)
+        f = jax.jit(lambda t: ej.embed_and_add(t, ids, None, norm=(None, None)))
+    else:  # a 40 MiB gradient from 64 x 16 ids
+        ids = jnp.asarray(rng.integers(0, vocab, (n, 16)), jnp.int32)
+        ct = jnp.asarray(rng.normal(size=ids.shape + (d,)), jnp.float32)
+        f = jax.jit(lambda t: jax.vjp(lambda u: ej.embed(u, ids), t)[1](ct)[0])
+    outs, huge = {}, {}
+    for advice in ("never", "default"):
+        if advice == "never":
+            monkeypatch.setenv("EMBEDDINGS_JAX_CPU_HUGE_PAGES", "never")
+        else:
+            monkeypatch.delenv("EMBEDDINGS_JAX_CPU_HUGE_PAGES", raising=False)
+        before = _thp_fallbacks()
+        y = jax.block_until_ready(f(table))
+        assert y.nbytes >= 40 * 2**20
+        huge[advice] = _huge_kib_in(y.unsafe_buffer_pointer(), y.nbytes)
+        if advice == "default" and _thp_fallbacks() > before:
+            pytest.skip("the kernel could not allocate a huge page (memory fragmented)")
+        outs[advice] = np.asarray(y).view(np.uint32)
+    np.testing.assert_array_equal(outs["default"], outs["never"])
+    assert huge["never"] == 0, huge
+    # All but the unaligned ends of the 40 MiB: at least 36 MiB in 2 MiB pages.
+    assert huge["default"] >= 36 * 1024, huge
