@@ -569,7 +569,7 @@ def _huge_kib_in(start: int, size: int) -> int:
 @needs_kernel
 @pytest.mark.parametrize("kernel", ["layer_norm", "gradient"])
 def test_large_outputs_ask_for_huge_pages(monkeypatch, kernel):
-    """A kernel output of 16 MiB or more asks Linux for transparent huge pages
+    """A kernel output of 32 MiB or more asks Linux for transparent huge pages
     (``MADV_HUGEPAGE`` on its aligned interior), which only matters where the THP mode
     is ``madvise``. With the advice the output's mapping holds huge pages, without it
     (``EMBEDDINGS_JAX_CPU_HUGE_PAGES=never``) none; the bits are the same either way."""
@@ -581,11 +581,11 @@ def test_large_outputs_ask_for_huge_pages(monkeypatch, kernel):
     vocab = 40 * 2**20 // (4 * d)  # glibc maps 40 MiB afresh at every call
     table = jnp.asarray(rng.normal(size=(vocab, d)), jnp.float32)
     if kernel == "layer_norm":  # a 40 MiB output (64 x 640 rows of 256)
-        ids = jnp.asarray(rng.integers(0, vocab, (n, 640)), jnp.int32)
-        f = jax.jit(lambda t: ej.embed_and_add(t, ids, None, norm=(None, None)))
-    else:  # a 40 MiB gradient from 64 x 16 ids
-        ids = jnp.asarray(rng.integers(0, vocab, (n, 16)), jnp.int32)
-        ct = jnp.asarray(rng.normal(size=ids.shape + (d,)), jnp.float32)
+        big = jnp.asarray(rng.integers(0, vocab, (n, 640)), jnp.int32)
+        f = jax.jit(lambda t: ej.embed_and_add(t, big, None, norm=(None, None)))
+    ids = jnp.asarray(rng.integers(0, vocab, (n, 16)), jnp.int32)
+    ct = jnp.asarray(rng.normal(size=ids.shape + (d,)), jnp.float32)
+    if kernel == "gradient":  # a 40 MiB gradient from 64 x 16 ids
         f = jax.jit(lambda t: jax.vjp(lambda u: ej.embed(u, ids), t)[1](ct)[0])
     outs, huge = {}, {}
     for advice in ("never", "default"):
@@ -604,3 +604,9 @@ def test_large_outputs_ask_for_huge_pages(monkeypatch, kernel):
     assert huge["never"] == 0, huge
     # All but the unaligned ends of the 40 MiB: at least 36 MiB in 2 MiB pages.
     assert huge["default"] >= 36 * 1024, huge
+    # Below 32 MiB (glibc's heap, shared with other buffers) nothing is advised.
+    small = table[: 24 * 2**20 // (4 * d)]
+    g = jax.jit(lambda t: jax.vjp(lambda u: ej.embed(u, ids % len(small)), t)[1](ct)[0])
+    y = jax.block_until_ready(g(small))
+    assert y.nbytes == 24 * 2**20
+    assert _huge_kib_in(y.unsafe_buffer_pointer(), y.nbytes) == 0

@@ -139,7 +139,8 @@ def allocator_hint() -> str | None:
         return None
     return (
         "note: glibc malloc hands large buffers back to the OS, so outputs over ~32 MB are\n"
-        "      page-faulted again on every call; LD_PRELOAD=libtcmalloc_minimal.so.4 avoids it"
+        "      page-faulted again on every call (the compiled kernels ask for huge pages on\n"
+        "      theirs); LD_PRELOAD=libtcmalloc_minimal.so.4 avoids it"
     )
 
 

@@ -6,7 +6,7 @@
 // its mean and variance are taken from that buffer (two-pass, as the XLA path),
 // and it is written out once (an output of 16 MiB or more with non-temporal stores).
 // The largest magnitude of a row is looked at only when its statistics overflowed.
-// Rows are split over XLA's intra-op thread pool. Outputs of 16 MiB or more (of both
+// Rows are split over XLA's intra-op thread pool. Outputs of 32 MiB or more (of both
 // kernels) are advised into transparent huge pages (see AdviseHugePages).
 //
 // Index conventions (the Python side resolves the out-of-range policy):
@@ -231,17 +231,19 @@ int64_t HugePageBytes() {
 }
 
 // Ask Linux to back the huge-page-aligned interior of an output of `bytes` with
-// transparent huge pages (MADV_HUGEPAGE), from 16 MiB. Under glibc an allocation past
-// 32 MiB is a fresh mapping on every call, so every 4 KiB page of the output is
-// faulted in, zeroed and torn down again: 16,000 faults for a 64 MiB gradient, which
-// cost more than writing it. With the advice (where the system's THP mode is
-// "madvise"; "always" needs none, "never" ignores it) that is 32 faults. The advice
-// changes no data, and only pages this call writes in full are advised, so it adds no
-// memory. EMBEDDINGS_JAX_CPU_HUGE_PAGES=never turns it off (for side-by-side timing).
+// transparent huge pages (MADV_HUGEPAGE), from 32 MiB. glibc serves an allocation that
+// large from a fresh mapping of its own on every call, so every 4 KiB page of the
+// output is faulted in, zeroed and torn down again: 16,000 faults for a 64 MiB
+// gradient, which cost more than computing it. With the advice (where the system's THP
+// mode is "madvise"; "always" needs none, "never" ignores it) that is 32 faults. The
+// advice changes no data, and only pages this call writes in full are advised, so it
+// adds no memory. Smaller outputs come from glibc's heap, whose mappings other buffers
+// share, and are left alone. EMBEDDINGS_JAX_CPU_HUGE_PAGES=never turns the advice off
+// (for side-by-side timing).
 void AdviseHugePages(void* p, int64_t bytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   const int64_t huge = HugePageBytes();
-  if (huge == 0 || bytes < (int64_t{16} << 20)) return;
+  if (huge == 0 || bytes < (int64_t{32} << 20)) return;
   const char* env = std::getenv("EMBEDDINGS_JAX_CPU_HUGE_PAGES");
   if (env && std::string(env) == "never") return;
   const uintptr_t mask = static_cast<uintptr_t>(huge) - 1;
