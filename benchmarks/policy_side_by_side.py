@@ -9,16 +9,19 @@ Times, in one process, with its own timing loop (not the bench harness):
 ``table[ids] + pos[offset]`` at a traced offset), forward and forward+backward (the
 gradients of both tables through ``jax.vjp`` of a random incoming gradient). Uniform
 ids, the default allocator, jitted calls, the median of ``--rounds`` interleaved rounds
-(the order rotates each round), compile and warm-up excluded. Prints the ratios the
+(in an order shuffled each round), compile and warm-up excluded. Prints the ratios the
 speed issue asks about: default / clip, default / naive and naive / default. Then the
 LayerNorm path (``embed_and_add(..., norm=(gamma, beta))``, default arguments) against
-a copy of the same output size (``-x``), at S1 and S2.
+a copy of the same output size (``-x``), at S1 and S2, with the page faults per call of
+each: how much of the time was the allocator handing out fresh memory.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
+import resource
 import statistics
 import time
 
@@ -90,23 +93,36 @@ def layer_norm_cases(size: str):
     return {"layer_norm": lambda: ln(table, ids, pos, norm), "copy": lambda: copy(x)}
 
 
-def timed(fns, args, rounds):
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def timed(fns, args, rounds, faults=None):
+    """Median seconds per call of each of ``fns``; with ``faults`` (a dict), also the
+    median page faults per call (4 KiB pages, or huge pages, that the OS had to map)."""
     for f in fns.values():  # compile and warm up
         jax.block_until_ready(f(*args))
         jax.block_until_ready(f(*args))
     names = list(fns)
     times = {k: [] for k in names}
+    mapped = {k: [] for k in names}
     t0 = time.perf_counter()
     jax.block_until_ready(fns[names[0]](*args))
     one = time.perf_counter() - t0
     reps = max(1, int(0.02 / max(one, 1e-7)))  # ~20 ms per measurement
-    for r in range(rounds):
-        for k in names[r % len(names) :] + names[: r % len(names)]:
-            t0 = time.perf_counter()
+    shuffle = random.Random(0).shuffle
+    for _ in range(rounds):
+        shuffle(names)  # no case always follows the same other case
+        for k in names:
+            f0, t0 = _minor_faults(), time.perf_counter()
             for _ in range(reps):
                 out = fns[k](*args)
             jax.block_until_ready(out)
             times[k].append((time.perf_counter() - t0) / reps)
+            mapped[k].append((_minor_faults() - f0) / reps)
+            del out  # freed here, not inside the next case's timing
+    if faults is not None:
+        faults.update({k: statistics.median(v) for k, v in mapped.items()})
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -138,11 +154,23 @@ def main() -> None:
                 f"{d / c:>10.2f}{d / n:>11.2f}{n / d:>11.2f}"
             )
     if args.layer_norm_sizes:
-        print(f"{'case':<16}{'LayerNorm us':>14}{'copy us':>10}{'LN/copy':>10}")
+        print(
+            f"{'case':<16}{'LayerNorm us':>14}{'copy us':>10}{'LN/copy':>10}"
+            f"{'LN faults':>11}{'copy faults':>13}"
+        )
     for size in args.layer_norm_sizes:
-        t = timed(layer_norm_cases(size), (), args.rounds)
+        faults: dict = {}
+        t = timed(layer_norm_cases(size), (), args.rounds, faults)
         ln, cp = t["layer_norm"] * 1e6, t["copy"] * 1e6
-        print(f"{size + ' LayerNorm':<16}{ln:>14.1f}{cp:>10.1f}{ln / cp:>10.2f}")
+        print(
+            f"{size + ' LayerNorm':<16}{ln:>14.1f}{cp:>10.1f}{ln / cp:>10.2f}"
+            f"{faults['layer_norm']:>11.0f}{faults['copy']:>13.0f}"
+        )
+    if args.layer_norm_sizes:
+        print(
+            "faults: median page faults per call, the OS mapping fresh memory (an output\n"
+            "        of 24 MiB is 6144 pages of 4 KiB, or 12 huge pages of 2 MiB)"
+        )
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 

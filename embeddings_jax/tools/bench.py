@@ -6,10 +6,10 @@ rounds, with ``out_of_range="clip"``; ids are drawn uniformly and from a Zipf la
 the process keeps whatever allocator it has. Every time is also a ratio against
 baselines run in the same process: each case is compiled and warmed up first
 (compile time recorded apart), then the cases of one group run in interleaved rounds
-(one call of each per round, in a rotating order), ``block_until_ready`` inside the
-timed region. Medians are reported with the spread between rounds. The bandwidth
-floor is a same-size copy (``-x`` of an array the size of the output, as a sign-bit
-XOR: one read and one write of every byte).
+(one call of each per round, in a shuffled order, so that no case always follows the
+same other one), ``block_until_ready`` inside the timed region. Medians are reported
+with the spread between rounds. The bandwidth floor is a same-size copy (``-x`` of an
+array the size of the output, as a sign-bit XOR: one read and one write of every byte).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import math
 import os
+import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -168,9 +169,11 @@ def run_group(
     """Warm up every case, then time them in interleaved rounds.
 
     Returns ``{key: {"median_s", "p25_s", "p75_s", "min_s", "max_s", "compile_s",
-    "inner"}}`` with ``key = (name, ids)``. Each round calls every case once,
-    starting at a rotating position so none always runs first; a case faster than
-    ``min_time`` repeats ``inner`` times per measurement.
+    "inner"}}`` with ``key = (name, ids)``. Each round calls every case once, in an
+    order shuffled by a seeded generator: what a case leaves behind (a large buffer to
+    unmap, memory the OS takes back) then falls on a random next case rather than
+    always on the same one. A case faster than ``min_time`` repeats ``inner`` times per
+    measurement; its output is released before the next case's timer starts.
     """
     stats: dict[Any, dict[str, float]] = {}
     inner: dict[Any, int] = {}
@@ -189,10 +192,11 @@ def run_group(
         if on_step:
             on_step(f"compiled {c.name} {c.ids}")
     times: dict[Any, list[float]] = {k: [] for k in stats}
-    n = len(group)
+    order = list(group)
+    shuffle = random.Random(0).shuffle
     for r in range(rounds):
-        for k in range(n):
-            c = group[(r + k) % n]
+        shuffle(order)
+        for c in order:
             key = (c.name, c.ids)
             reps = inner[key]
             t0 = time.perf_counter()
@@ -200,6 +204,7 @@ def run_group(
                 out = c.call()
             jax.block_until_ready(out)
             times[key].append((time.perf_counter() - t0) / reps)
+            del out  # freed here, not inside the next case's timing
         if on_step:
             on_step(f"round {r + 1}/{rounds}")
     for key, t in times.items():
