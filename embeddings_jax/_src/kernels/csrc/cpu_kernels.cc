@@ -31,7 +31,6 @@
 
 #if defined(__linux__)
 #include <sys/mman.h>
-#include <unistd.h>
 
 #include <fstream>
 #endif
@@ -344,8 +343,8 @@ ffi::Error ScatterAddRowsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> ct,
   void* o = out->untyped_data();
   const int32_t* ord = order.data();
   const int64_t* offs = off.data();
-  // 1 MiB of output per chunk: the zero runs are long, and memset is fastest on those.
   AdviseHugePages(o, vocab * d * (ko == Kind::kF32 ? 4 : 2));
+  // 1 MiB of output per chunk: the zero runs are long, and memset is fastest on those.
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 18) / d);
   ParallelFor(pool, vocab, grain, [=](int64_t b, int64_t e) { fn(c, ord, offs, o, d, b, e); });
   return ffi::Error::Success();
