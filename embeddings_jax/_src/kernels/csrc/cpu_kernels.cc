@@ -47,6 +47,9 @@ namespace ej {
 
 enum class Kind { kF32, kBf16 };
 
+// Bytes per stored element of a kind.
+constexpr int64_t BytesOf(Kind k) { return k == Kind::kF32 ? 4 : 2; }
+
 inline bool KindOf(ffi::DataType t, Kind* k) {
   if (t == ffi::DataType::F32) { *k = Kind::kF32; return true; }
   if (t == ffi::DataType::BF16) { *k = Kind::kBf16; return true; }
@@ -82,6 +85,7 @@ using ScatterFn = void (*)(const float*, const int32_t*, const int64_t*, void*, 
 // its 16 explicit accumulators, so all variants give bit-identical results.
 namespace ej_generic {
 using ej::Args;
+using ej::BytesOf;
 using ej::Kind;
 using ej::RowFn;
 using ej::ScatterFn;
@@ -96,6 +100,7 @@ using ej::ScatterFn;
 #pragma GCC target("avx2")
 namespace ej_avx2 {
 using ej::Args;
+using ej::BytesOf;
 using ej::Kind;
 using ej::RowFn;
 using ej::ScatterFn;
@@ -108,6 +113,7 @@ using ej::ScatterFn;
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq")
 namespace ej_avx512 {
 using ej::Args;
+using ej::BytesOf;
 using ej::Kind;
 using ej::RowFn;
 using ej::ScatterFn;
@@ -121,9 +127,17 @@ using ej::ScatterFn;
 namespace {
 
 using ej::Args;
+using ej::BytesOf;
 using ej::Kind;
 using ej::RowFn;
 using ej::ScatterFn;
+
+// The value of an environment variable ("" when unset), read at every call so that one
+// process can time both settings side by side.
+std::string Env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
 
 enum class Isa { kGeneric, kAvx2, kAvx512 };
 
@@ -131,8 +145,7 @@ enum class Isa { kGeneric, kAvx2, kAvx512 };
 // (the tests use the cap to check that every variant gives the same bits).
 Isa BestIsa() {
 #ifdef EJ_MULTI_ISA
-  const char* cap_env = std::getenv("EMBEDDINGS_JAX_CPU_ISA");
-  const std::string cap = cap_env ? cap_env : "";
+  const std::string cap = Env("EMBEDDINGS_JAX_CPU_ISA");
   if (cap != "generic" && cap != "avx2" && __builtin_cpu_supports("avx512f") &&
       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
       __builtin_cpu_supports("avx512dq"))
@@ -207,8 +220,7 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t n, int64_t grain, F f) {
 // first. EMBEDDINGS_JAX_CPU_STREAM=always|never overrides (the tests check that both
 // give the same bits).
 bool Stream(int64_t bytes) {
-  const char* env = std::getenv("EMBEDDINGS_JAX_CPU_STREAM");
-  const std::string force = env ? env : "";
+  const std::string force = Env("EMBEDDINGS_JAX_CPU_STREAM");
   if (force == "always") return true;
   if (force == "never") return false;
   return bytes >= (int64_t{16} << 20);
@@ -243,8 +255,7 @@ void AdviseHugePages(void* p, int64_t bytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   const int64_t huge = HugePageBytes();
   if (huge == 0 || bytes < (int64_t{32} << 20)) return;
-  const char* env = std::getenv("EMBEDDINGS_JAX_CPU_HUGE_PAGES");
-  if (env && std::string(env) == "never") return;
+  if (Env("EMBEDDINGS_JAX_CPU_HUGE_PAGES") == "never") return;
   const uintptr_t mask = static_cast<uintptr_t>(huge) - 1;
   const uintptr_t b = (reinterpret_cast<uintptr_t>(p) + mask) & ~mask;
   const uintptr_t e = (reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(bytes)) & ~mask;
@@ -304,10 +315,11 @@ ffi::Error EmbedAddLayerNormImpl(ffi::ThreadPool pool, ffi::AnyBuffer table,
   a.has_pos = has_pos;
   a.has_gamma = has_gamma;
   a.has_beta = has_beta;
-  a.stream = Stream(n * d * (ko == Kind::kF32 ? 4 : 2));
+  const int64_t out_bytes = n * d * BytesOf(ko);
+  a.stream = Stream(out_bytes);
   RowFn fn = Pick(kt, kp, ko);
   if (n == 0 || d == 0) return ffi::Error::Success();
-  AdviseHugePages(a.out, n * d * (ko == Kind::kF32 ? 4 : 2));
+  AdviseHugePages(a.out, out_bytes);
   ParallelFor(pool, n, RowsPerChunk(d, n), [fn, a](int64_t b, int64_t e) { fn(a, b, e); });
   return ffi::Error::Success();
 }
@@ -343,7 +355,7 @@ ffi::Error ScatterAddRowsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> ct,
   void* o = out->untyped_data();
   const int32_t* ord = order.data();
   const int64_t* offs = off.data();
-  AdviseHugePages(o, vocab * d * (ko == Kind::kF32 ? 4 : 2));
+  AdviseHugePages(o, vocab * d * BytesOf(ko));
   // 1 MiB of output per chunk: the zero runs are long, and memset is fastest on those.
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 18) / d);
   ParallelFor(pool, vocab, grain, [=](int64_t b, int64_t e) { fn(c, ord, offs, o, d, b, e); });
